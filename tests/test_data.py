@@ -1,0 +1,112 @@
+"""BEIR and NanoBEIR loading, with the quirks of real collections."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from workbench import data
+from workbench.data import DataFormatError
+
+
+def write_beir(folder, corpus, queries, qrels_text, split="test"):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "corpus.jsonl").write_text("\n".join(json.dumps(row) for row in corpus) + "\n", encoding="utf-8")
+    (folder / "queries.jsonl").write_text("\n".join(json.dumps(row) for row in queries) + "\n", encoding="utf-8")
+    (folder / "qrels").mkdir(exist_ok=True)
+    (folder / "qrels" / f"{split}.tsv").write_text(qrels_text, encoding="utf-8")
+    return folder
+
+
+CORPUS = [
+    {"_id": "d1", "title": "Paris", "text": "capital of France"},
+    # json.dumps with ensure_ascii=False keeps U+2028 raw in the line, as real MS MARCO files do.
+    {"_id": "<dbpedia:Oceanic_Airlines>", "title": "", "text": "first line\u2028second line"},
+    {"_id": "d3", "text": "no title key at all"},
+]
+QUERIES = [{"_id": "q1", "text": "what is the capital of france"}, {"_id": "q2", "text": "airlines"}]
+
+
+def raw_jsonl(rows):
+    return "\n".join(json.dumps(row, ensure_ascii=False) for row in rows) + "\n"
+
+
+def test_beir_folder_without_header_with_u2028_and_titles(tmp_path):
+    folder = write_beir(tmp_path / "toy", CORPUS, QUERIES, "q1\td1\t2\nq2\t<dbpedia:Oceanic_Airlines>\t1\nq2\td3\t0\n")
+    (folder / "corpus.jsonl").write_text(raw_jsonl(CORPUS), encoding="utf-8")
+    collection = data.load_beir(folder)
+    assert len(collection.corpus) == 3, "U+2028 must not split a line"
+    assert collection.corpus["d1"] == "Paris capital of France"
+    assert collection.corpus["<dbpedia:Oceanic_Airlines>"] == "first line\u2028second line"
+    assert collection.titles == {"d1": "Paris"}
+    assert collection.qrels == {"q1": {"d1": 2}, "q2": {"<dbpedia:Oceanic_Airlines>": 1, "d3": 0}}
+    assert repr(collection) == "Collection('toy': 3 documents, 2 queries, 2 judged)"
+
+
+def test_qrels_header_and_trec_four_columns(tmp_path):
+    with_header = write_beir(tmp_path / "a", CORPUS, QUERIES, "query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td3\t0\n")
+    assert data.load_beir(with_header).qrels == {"q1": {"d1": 1}, "q2": {"d3": 0}}
+    assert list(data.load_beir(with_header).judged_queries) == ["q1"]
+    trec = write_beir(tmp_path / "b", CORPUS, QUERIES, "q1 0 d1 3\nq2 0 d3 1\n")
+    assert data.load_beir(trec).qrels == {"q1": {"d1": 3}, "q2": {"d3": 1}}
+
+
+def test_errors_name_the_file_and_line(tmp_path):
+    folder = write_beir(tmp_path / "bad", CORPUS, QUERIES, "q1\td1\t1\nq2\td3\n")
+    with pytest.raises(DataFormatError, match=r"test\.tsv:2: expected 3 columns"):
+        data.load_beir(folder)
+    (folder / "qrels" / "test.tsv").write_text("q1\td1\t1\nq2\td3\thigh\n")
+    with pytest.raises(DataFormatError, match=r"test\.tsv:2: score 'high' is not an integer"):
+        data.load_beir(folder)
+    (folder / "qrels" / "test.tsv").write_text("q1\td1\t1\n")
+    (folder / "corpus.jsonl").write_text('{"_id": "d1", "text": "ok"}\n{"_id": "d2", "text": broken}\n')
+    with pytest.raises(DataFormatError, match=r"corpus\.jsonl:2: not valid JSON"):
+        data.load_beir(folder)
+    (folder / "corpus.jsonl").write_text('{"_id": "d1", "text": "ok"}\n{"id": "d2", "text": "x"}\n')
+    with pytest.raises(DataFormatError, match=r"corpus\.jsonl:2: a row needs '_id' and 'text'"):
+        data.load_beir(folder)
+    (folder / "corpus.jsonl").write_text('{"_id": "d1", "text": "ok"}\n{"_id": "d1", "text": "again"}\n')
+    with pytest.raises(DataFormatError, match=r"corpus\.jsonl:2: duplicate id 'd1'"):
+        data.load_beir(folder)
+    (folder / "corpus.jsonl").write_text('{"_id": "d1", "text": "ok"}\n')
+    (folder / "queries.jsonl").unlink()
+    with pytest.raises(DataFormatError, match=r"queries\.jsonl: file not found"):
+        data.load_beir(folder)
+    with pytest.raises(DataFormatError, match="no such collection folder"):
+        data.load_beir(tmp_path / "missing")
+
+
+def test_nanobeir_layout_on_disk(tmp_path):
+    folder = tmp_path / "NanoToy"
+    for part, rows in {
+        "corpus": [{"_id": "d1", "text": "alpha"}, {"_id": "d2", "text": "beta"}],
+        "queries": [{"_id": "q1", "text": "first letter"}],
+        "qrels": [{"query-id": "q1", "corpus-id": "d1"}],  # NanoBEIR qrels carry no score column
+    }.items():
+        (folder / part).mkdir(parents=True)
+        pd.DataFrame(rows).to_parquet(folder / part / "train-00000-of-00001.parquet")
+    collection = data.load_nanobeir(folder)
+    assert collection.name == "NanoToy"
+    assert collection.corpus == {"d1": "alpha", "d2": "beta"}
+    assert collection.qrels == {"q1": {"d1": 1}}
+    (folder / "qrels" / "train-00000-of-00001.parquet").unlink()
+    with pytest.raises(DataFormatError, match="no parquet or jsonl files"):
+        data.load_nanobeir(folder)
+
+
+def test_nanobeir_names_map_to_the_thirteen_hub_ids():
+    assert len(data.NANOBEIR_DATASETS) == 13
+    assert data.nanobeir_hub_id("scifact") == "zeta-alpha-ai/NanoSciFact"
+    assert data.nanobeir_hub_id("NanoClimateFEVER") == "zeta-alpha-ai/NanoClimateFEVER"
+    assert data.nanobeir_hub_id("zeta-alpha-ai/NanoTouche2020") == "zeta-alpha-ai/NanoTouche2020"
+    with pytest.raises(ValueError, match="neither a folder nor a NanoBEIR dataset"):
+        data.nanobeir_hub_id("NanoUnknown")
+
+
+def test_the_shared_collections_load_with_their_documented_counts(shared_data):
+    # Counts from ../shared/README.md: 5,000 documents, 50 queries, 43 / 40 queries with a positive judgement.
+    msmarco = data.load_nanobeir(shared_data / "msmarco-dl19-5k")
+    dbpedia = data.load_beir(shared_data / "dbpedia-entity-5k")
+    assert (len(msmarco.corpus), len(msmarco.queries), len(msmarco.judged_queries)) == (5000, 50, 43)
+    assert (len(dbpedia.corpus), len(dbpedia.queries), len(dbpedia.judged_queries)) == (5000, 50, 40)
+    assert "<dbpedia:Oceanic_Airlines>" in {d for judged in dbpedia.qrels.values() for d in judged} | set(dbpedia.corpus)

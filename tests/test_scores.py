@@ -1,0 +1,101 @@
+"""Exact MaxSim against a plain reference loop."""
+
+import numpy as np
+import pytest
+import torch
+
+from workbench import scores
+from workbench.scores import PackedEmbeddings, colbert_scores, colbert_scores_pairwise, pack
+
+
+def reference_maxsim(query: np.ndarray, document: np.ndarray) -> float:
+    """sum over query tokens of the best dot product with any document token, in float64."""
+    total = 0.0
+    for q in query.astype(np.float64):
+        total += max(float(np.dot(q, d)) for d in document.astype(np.float64))
+    return total
+
+
+def random_texts(rng, lengths, dim=16, dtype=np.float32):
+    return [rng.standard_normal((n, dim)).astype(dtype) for n in lengths]
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(7)
+
+
+def test_list_inputs_match_reference_including_one_token_and_long_documents(rng):
+    queries = random_texts(rng, [5, 1, 9])
+    documents = random_texts(rng, [1, 3, 40, 7, 1])  # a one-token document and one much longer
+    result = colbert_scores(queries, documents)
+    assert result.shape == (3, 5) and result.dtype == torch.float32
+    for i, query in enumerate(queries):
+        for j, document in enumerate(documents):
+            assert result[i, j].item() == pytest.approx(reference_maxsim(query, document), abs=1e-5)
+
+
+def test_many_chunks_and_a_document_longer_than_a_chunk(rng, monkeypatch):
+    monkeypatch.setattr(scores, "CHUNK_ELEMENTS", 64)
+    monkeypatch.setattr(scores, "MIN_CHUNK_TOKENS", 8)
+    queries = random_texts(rng, [4, 6])
+    documents = random_texts(rng, [3, 30, 2, 9, 1, 8, 8, 5])
+    result = colbert_scores(queries, documents)
+    expected = [[reference_maxsim(q, d) for d in documents] for q in queries]
+    np.testing.assert_allclose(result.numpy(), expected, atol=1e-5)
+
+
+def test_padding_cannot_win_a_max(rng):
+    documents = random_texts(rng, [2, 5])
+    queries = random_texts(rng, [3])
+    padded = np.full((2, 6, 16), 1e6, dtype=np.float32)  # padding that would win every max
+    mask = np.zeros((2, 6), dtype=bool)
+    for i, document in enumerate(documents):
+        padded[i, : len(document)] = document
+        mask[i, : len(document)] = True
+    query_padded = np.full((1, 4, 16), 1e6, dtype=np.float32)
+    query_padded[0, :3] = queries[0]
+    query_mask = torch.tensor([[1, 1, 1, 0]])
+    result = colbert_scores(torch.from_numpy(query_padded), padded, queries_mask=query_mask, documents_mask=mask)
+    expected = [[reference_maxsim(queries[0], d) for d in documents]]
+    np.testing.assert_allclose(result.numpy(), expected, atol=1e-5)
+
+
+def test_fp16_inputs_accumulate_in_fp32(rng):
+    # 256 query tokens with fp16-exact values: an fp16 accumulator would round the sum visibly.
+    queries = random_texts(rng, [256], dtype=np.float16)
+    documents = random_texts(rng, [3, 12], dtype=np.float16)
+    result = colbert_scores(queries, [torch.from_numpy(d) for d in documents])
+    expected = [[reference_maxsim(queries[0], d) for d in documents]]
+    np.testing.assert_allclose(result.numpy(), expected, rtol=1e-6, atol=1e-3)
+    assert result.dtype == torch.float32
+
+
+def test_pairwise_matches_reference(rng):
+    queries = random_texts(rng, [4, 2, 7])
+    documents = random_texts(rng, [1, 20, 3])
+    result = colbert_scores_pairwise(queries, documents)
+    expected = [reference_maxsim(q, d) for q, d in zip(queries, documents)]
+    np.testing.assert_allclose(result.numpy(), expected, atol=1e-5)
+
+
+def test_packed_documents_score_like_the_list_and_select_keeps_order(rng):
+    queries = random_texts(rng, [4])
+    documents = random_texts(rng, [3, 8, 2, 5])
+    packed = pack(documents)
+    assert isinstance(packed, PackedEmbeddings) and len(packed) == 4 and packed.lengths.tolist() == [3, 8, 2, 5]
+    np.testing.assert_array_equal(colbert_scores(queries, packed).numpy(), colbert_scores(queries, documents).numpy())
+    chosen = packed.select([3, 0])
+    np.testing.assert_array_equal(chosen[0], documents[3])
+    np.testing.assert_array_equal(chosen[1], documents[0])
+
+
+def test_bad_inputs_are_named(rng):
+    with pytest.raises(ValueError, match="dimension"):
+        colbert_scores(random_texts(rng, [2], dim=8), random_texts(rng, [2], dim=16))
+    with pytest.raises(ValueError, match="Text 1 has no tokens"):
+        colbert_scores(random_texts(rng, [2]), [np.ones((2, 16), np.float32), np.ones((0, 16), np.float32)])
+    with pytest.raises(ValueError, match="as many queries as documents"):
+        colbert_scores_pairwise(random_texts(rng, [2, 2]), random_texts(rng, [2]))
+    with pytest.raises(ValueError, match="mask has shape"):
+        colbert_scores(np.ones((1, 3, 16), np.float32), random_texts(rng, [2]), queries_mask=np.ones((1, 4)))

@@ -1,0 +1,235 @@
+"""Retrieval collections: BEIR folders and NanoBEIR, loaded into one :class:`Collection` type.
+
+What goes in:
+
+- :func:`load_beir`: a BEIR folder (``corpus.jsonl`` with ``_id``/``title``/``text``,
+  ``queries.jsonl`` with ``_id``/``text``, ``qrels/<split>.tsv`` with query id, document id, score;
+  a header line is optional, TREC's four-column form is accepted too).
+- :func:`load_nanobeir`: one of the 13 NanoBEIR datasets by name (``"scifact"``, ``"NanoSciFact"``)
+  or hub id (``"zeta-alpha-ai/NanoSciFact"``; configs ``corpus``, ``queries``, ``qrels``, split
+  ``train``), or a local folder in that layout (``corpus/``, ``queries/``, ``qrels/`` holding
+  parquet or jsonl files), or a BEIR folder.
+
+Rows whose title and text are both empty are left out: there is nothing to embed.
+
+What comes out: a :class:`Collection` with ``corpus`` (document id -> text, the title joined in
+front of the text), ``titles``, ``queries`` (query id -> text) and ``qrels`` (query id ->
+{document id: grade}, zero grades kept: they are judged non-relevant documents).
+
+Lines are split on ``\\n`` only: passage texts contain U+2028, which ``str.splitlines`` would treat
+as a line break. A malformed line or a missing file raises an error that names the file and line.
+
+Example::
+
+    from workbench import data
+
+    collection = data.load_beir("../shared/data/msmarco-dl19-5k")
+    print(collection)  # Collection('msmarco-dl19-5k': 5000 documents, 50 queries, 43 judged)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+NANOBEIR_DATASETS = {
+    "climatefever": "NanoClimateFEVER",
+    "dbpedia": "NanoDBPedia",
+    "fever": "NanoFEVER",
+    "fiqa2018": "NanoFiQA2018",
+    "hotpotqa": "NanoHotpotQA",
+    "msmarco": "NanoMSMARCO",
+    "nfcorpus": "NanoNFCorpus",
+    "nq": "NanoNQ",
+    "quoraretrieval": "NanoQuoraRetrieval",
+    "scidocs": "NanoSCIDOCS",
+    "arguana": "NanoArguAna",
+    "scifact": "NanoSciFact",
+    "touche2020": "NanoTouche2020",
+}
+NANOBEIR_ORGANISATION = "zeta-alpha-ai"
+
+
+class DataFormatError(ValueError):
+    """A collection file is missing or has a malformed line (the message names file and line)."""
+
+
+@dataclass
+class Collection:
+    """A retrieval collection: documents, queries and graded relevance judgements."""
+
+    name: str
+    corpus: dict[str, str]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    titles: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def judged_queries(self) -> dict[str, str]:
+        """Queries with at least one judgement of grade >= 1, the ones that enter the metrics."""
+        return {
+            query_id: text
+            for query_id, text in self.queries.items()
+            if any(grade >= 1 for grade in self.qrels.get(query_id, {}).values())
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"Collection({self.name!r}: {len(self.corpus)} documents, {len(self.queries)} queries, "
+            f"{len(self.judged_queries)} judged)"
+        )
+
+
+def load_beir(folder: str | Path, split: str = "test", name: str | None = None) -> Collection:
+    """Load a BEIR folder: ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/<split>.tsv``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataFormatError(f"{folder}: no such collection folder.")
+    corpus, titles = _documents(_read_jsonl(folder / "corpus.jsonl"), folder / "corpus.jsonl")
+    queries, _ = _documents(_read_jsonl(folder / "queries.jsonl"), folder / "queries.jsonl")
+    qrels = _read_qrels_tsv(folder / "qrels" / f"{split}.tsv")
+    return Collection(name or folder.name, corpus, queries, qrels, titles)
+
+
+def load_nanobeir(name_or_path: str | Path) -> Collection:
+    """Load a NanoBEIR dataset from a local folder (NanoBEIR or BEIR layout), a name or a hub id."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        if (path / "corpus.jsonl").exists():
+            return load_beir(path)
+        return _load_nanobeir_folder(path)
+    return _load_nanobeir_hub(nanobeir_hub_id(str(name_or_path)))
+
+
+def nanobeir_hub_id(name: str) -> str:
+    """``"scifact"``, ``"NanoSciFact"`` or ``"zeta-alpha-ai/NanoSciFact"`` -> the hub id."""
+    short = name.split("/")[-1].lower().removeprefix("nano")
+    if short not in NANOBEIR_DATASETS:
+        raise ValueError(
+            f"{name!r} is neither a folder nor a NanoBEIR dataset; known: {sorted(NANOBEIR_DATASETS)}."
+        )
+    return f"{NANOBEIR_ORGANISATION}/{NANOBEIR_DATASETS[short]}"
+
+
+def _load_nanobeir_folder(folder: Path) -> Collection:
+    parts = {}
+    for part in ("corpus", "queries", "qrels"):
+        files = sorted(
+            file for file in (folder / part).glob("*") if file.suffix in (".parquet", ".jsonl", ".json")
+        )
+        if not files:
+            raise DataFormatError(f"{folder / part}: no parquet or jsonl files (NanoBEIR layout expected).")
+        rows: list[tuple[Path, int, dict]] = []
+        for file in files:
+            rows.extend(_read_table(file))
+        parts[part] = rows
+    corpus, titles = _documents(parts["corpus"], folder / "corpus")
+    queries, _ = _documents(parts["queries"], folder / "queries")
+    return Collection(folder.name, corpus, queries, _qrels_from_rows(parts["qrels"], folder / "qrels"), titles)
+
+
+def _load_nanobeir_hub(hub_id: str) -> Collection:
+    import datasets
+
+    parts = {}
+    for part in ("corpus", "queries", "qrels"):
+        try:
+            table = datasets.load_dataset(hub_id, part, split="train")
+        except Exception as error:  # the hub client raises many types; the cause is kept
+            raise DataFormatError(
+                f"Could not load {hub_id} ({part}) from the hub: {error}. Offline, pass a local folder instead."
+            ) from error
+        parts[part] = [(Path(hub_id) / part, number, row) for number, row in enumerate(table, start=1)]
+    corpus, titles = _documents(parts["corpus"], Path(hub_id) / "corpus")
+    queries, _ = _documents(parts["queries"], Path(hub_id) / "queries")
+    qrels = _qrels_from_rows(parts["qrels"], Path(hub_id) / "qrels")
+    return Collection(hub_id.split("/")[-1], corpus, queries, qrels, titles)
+
+
+def _read_jsonl(path: Path) -> list[tuple[Path, int, dict]]:
+    if not path.is_file():
+        raise DataFormatError(f"{path}: file not found.")
+    rows = []
+    # Split on "\n" only: texts may hold U+2028, which str.splitlines() would break on.
+    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataFormatError(f"{path}:{number}: not valid JSON ({error.msg}).") from None
+        if not isinstance(row, dict):
+            raise DataFormatError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}.")
+        rows.append((path, number, row))
+    return rows
+
+
+def _read_table(path: Path) -> list[tuple[Path, int, dict]]:
+    if path.suffix == ".parquet":
+        import pandas as pd
+
+        frame = pd.read_parquet(path)
+        return [(path, number, row) for number, row in enumerate(frame.to_dict("records"), start=1)]
+    return _read_jsonl(path)
+
+
+def _documents(rows: list[tuple[Path, int, dict]], source: Path) -> tuple[dict[str, str], dict[str, str]]:
+    texts: dict[str, str] = {}
+    titles: dict[str, str] = {}
+    for path, number, row in rows:
+        if "_id" not in row or "text" not in row:
+            raise DataFormatError(f"{path}:{number}: a row needs '_id' and 'text', got keys {sorted(row)}.")
+        identifier = str(row["_id"])
+        if identifier in texts:
+            raise DataFormatError(f"{path}:{number}: duplicate id {identifier!r}.")
+        title = (row.get("title") or "").strip()
+        text = str(row["text"] or "").strip()
+        joined = f"{title} {text}".strip() if title else text
+        if not joined:
+            continue  # nothing to embed; such a row cannot be retrieved either
+        texts[identifier] = joined
+        if title:
+            titles[identifier] = title
+    if not texts:
+        raise DataFormatError(f"{source}: no rows.")
+    return texts, titles
+
+
+def _read_qrels_tsv(path: Path) -> dict[str, dict[str, int]]:
+    if not path.is_file():
+        raise DataFormatError(f"{path}: file not found.")
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
+        if not line.strip():
+            continue
+        fields = line.rstrip("\r").split("\t") if "\t" in line else line.split()
+        if len(fields) == 4:  # TREC: query-id, iteration, document-id, grade
+            fields = [fields[0], fields[2], fields[3]]
+        if len(fields) != 3:
+            raise DataFormatError(f"{path}:{number}: expected 3 columns (query-id, corpus-id, score), got {len(fields)}.")
+        if number == 1 and not _is_integer(fields[2]):
+            continue  # header line, e.g. "query-id corpus-id score"
+        rows.append((path, number, {"query-id": fields[0], "corpus-id": fields[1], "score": fields[2]}))
+    return _qrels_from_rows(rows, path)
+
+
+def _qrels_from_rows(rows: list[tuple[Path, int, dict]], source: Path) -> dict[str, dict[str, int]]:
+    qrels: dict[str, dict[str, int]] = {}
+    for path, number, row in rows:
+        if "query-id" not in row or "corpus-id" not in row:
+            raise DataFormatError(f"{path}:{number}: a qrels row needs 'query-id' and 'corpus-id'.")
+        grade = row.get("score", 1)
+        if not _is_integer(grade):
+            raise DataFormatError(f"{path}:{number}: score {grade!r} is not an integer.")
+        qrels.setdefault(str(row["query-id"]), {})[str(row["corpus-id"])] = int(float(grade))
+    if not qrels:
+        raise DataFormatError(f"{source}: no judgements.")
+    return qrels
+
+
+def _is_integer(value: object) -> bool:
+    try:
+        return float(value) == int(float(value))
+    except (TypeError, ValueError):
+        return False

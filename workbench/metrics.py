@@ -1,0 +1,138 @@
+"""Ranking metrics on ranx, named as the PyLate model cards name them.
+
+What goes in: ``qrels`` (query id -> {document id: grade}) and a ``run`` (query id -> {document id:
+score}), as dicts, ranx ``Qrels``/``Run``, or the ``retrieve`` output shape (query id -> list of
+``{"id", "score"}``) through :func:`run_from_results`.
+
+What comes out: :func:`evaluate` gives a one-row pandas table with the seed metric set,
+``MaxSim_accuracy@1`` ... ``MaxSim_map@100`` (the prefix is a parameter).
+
+Conventions are trec_eval's, as ranx implements them: nDCG uses linear gains (the grade itself), and a
+document is relevant when its grade is >= 1. TREC Deep Learning counts grade >= 2 as relevant for
+binary metrics: pass ``relevance_level=2`` and every metric but nDCG uses that level. Queries with no
+judgement of grade >= 1 are left out, as trec_eval leaves them out; a judged query missing from the
+run scores 0.
+
+ranx compiles its kernels with numba on first use (cached on disk by numba): once per process, never
+per call.
+
+Example::
+
+    from workbench import metrics
+
+    qrels = {"q1": {"d1": 1, "d2": 0}}
+    run = {"q1": {"d2": 2.0, "d1": 1.0}}
+    print(metrics.evaluate(qrels, run)[["MaxSim_mrr@10", "MaxSim_ndcg@10"]])  # 0.5, 0.6309
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+# (name in the card, ranx metric); the order is the seed cards' order.
+SEED_METRICS = [
+    ("accuracy@1", "hit_rate@1"),
+    ("accuracy@3", "hit_rate@3"),
+    ("accuracy@5", "hit_rate@5"),
+    ("accuracy@10", "hit_rate@10"),
+    ("precision@1", "precision@1"),
+    ("precision@3", "precision@3"),
+    ("precision@5", "precision@5"),
+    ("precision@10", "precision@10"),
+    ("recall@1", "recall@1"),
+    ("recall@3", "recall@3"),
+    ("recall@5", "recall@5"),
+    ("recall@10", "recall@10"),
+    ("ndcg@10", "ndcg@10"),
+    ("mrr@10", "mrr@10"),
+    ("map@100", "map@100"),
+]
+PRIMARY_METRIC = "ndcg@10"
+
+
+def evaluate(
+    qrels: Mapping[str, Mapping[str, int]] | Any,
+    run: Mapping[str, Mapping[str, float]] | Any,
+    metrics: Sequence[tuple[str, str]] = SEED_METRICS,
+    prefix: str = "MaxSim",
+    relevance_level: int = 1,
+    name: str | None = None,
+) -> pd.DataFrame:
+    """Score a run against qrels: a one-row table, one column per metric (``<prefix>_<metric>``).
+
+    ``metrics`` is a list of (display name, ranx metric) pairs; ``name`` labels the row.
+    """
+    qrels_ranx, run_ranx = comparable(qrels, run)
+    ranx_names = [_with_level(ranx_name, relevance_level) for _, ranx_name in metrics]
+    values = _ranx_evaluate(qrels_ranx, run_ranx, ranx_names)
+    columns = [f"{prefix}_{display}" if prefix else display for display, _ in metrics]
+    return pd.DataFrame([[float(values[metric]) for metric in ranx_names]], columns=columns, index=[name or "run"])
+
+
+def per_query(
+    qrels: Mapping[str, Mapping[str, int]] | Any,
+    run: Mapping[str, Mapping[str, float]] | Any,
+    metric: str = PRIMARY_METRIC,
+    relevance_level: int = 1,
+) -> pd.Series:
+    """One ranx metric per judged query, as a Series indexed by query id."""
+    qrels_ranx, run_ranx = comparable(qrels, run)
+    ranx_name = _with_level(metric, relevance_level)
+    _ranx_evaluate(qrels_ranx, run_ranx, [ranx_name])
+    return pd.Series(dict(run_ranx.scores[ranx_name]), name=metric).sort_index()
+
+
+def comparable(qrels: Any, run: Any):
+    """ranx Qrels and Run over the same queries: those with a judgement of grade >= 1."""
+    from ranx import Qrels, Run
+
+    qrels_dict = qrels.to_dict() if isinstance(qrels, Qrels) else qrels
+    run_dict = run.to_dict() if isinstance(run, Run) else run
+    judged = {
+        query_id: {doc_id: int(grade) for doc_id, grade in judgements.items()}
+        for query_id, judgements in qrels_dict.items()
+        if any(grade >= 1 for grade in judgements.values())
+    }
+    if not judged:
+        raise ValueError("No query has a judgement of grade >= 1: there is nothing to evaluate.")
+    unknown = set(run_dict) - set(qrels_dict)
+    if unknown and not set(run_dict) & set(qrels_dict):
+        raise ValueError(
+            f"None of the run's query ids appear in the qrels (e.g. {sorted(unknown)[:3]}): wrong qrels file?"
+        )
+    # An empty ranking becomes a single zero-score placeholder: ranx needs a document per query.
+    placeholder = {"\x00no-result": 0.0}
+    ranked = {query_id: dict(run_dict.get(query_id) or placeholder) for query_id in judged}
+    return Qrels(judged), Run(ranked)
+
+
+def run_from_results(query_ids: Sequence[str], results: Sequence[Sequence[Mapping[str, Any]]]) -> dict:
+    """``retrieve`` output (per query a list of ``{"id", "score"}``) -> a run dict."""
+    if len(query_ids) != len(results):
+        raise ValueError(f"{len(query_ids)} query ids but {len(results)} result lists.")
+    return {
+        str(query_id): {str(hit["id"]): float(hit["score"]) for hit in hits}
+        for query_id, hits in zip(query_ids, results)
+    }
+
+
+def _with_level(ranx_name: str, relevance_level: int) -> str:
+    # nDCG keeps every grade as gain (trec_eval); the level applies to binary metrics only.
+    if relevance_level == 1 or ranx_name.startswith("ndcg"):
+        return ranx_name
+    return f"{ranx_name}-l{relevance_level}"
+
+
+def _ranx_evaluate(qrels, run, metric_names: list[str]) -> dict[str, float]:
+    from numba.core.errors import NumbaTypeSafetyWarning
+    from ranx import evaluate as ranx_evaluate
+
+    with warnings.catch_warnings():
+        # ranx casts its uint64 counters to int64 inside numba; harmless, and noisy in notebooks.
+        warnings.simplefilter("ignore", NumbaTypeSafetyWarning)
+        values = ranx_evaluate(qrels, run, metric_names, make_comparable=True)
+    return values if isinstance(values, dict) else {metric_names[0]: values}

@@ -1,0 +1,298 @@
+"""ColBERT models on ``sentence_transformers.MultiVectorEncoder``, spoken in PyLate's vocabulary.
+
+What goes in: a hub id or a local path, to either
+
+- a plain Hugging Face / Sentence Transformers base (``all-MiniLM-L6-v2``): the model is *built*:
+  the query and document markers become real tokens of the vocabulary, queries are expanded with
+  ``[MASK]`` to ``query_length`` tokens, documents are cut at ``document_length``, punctuation is
+  dropped from documents, and a bias-free projection to ``embedding_size`` is added before the
+  token-level L2 norm; or
+- a ColBERT checkpoint (PyLate, Stanford ColBERT, or one saved by this class): everything is
+  loaded as saved (markers, lengths, projection, skiplist). A constructor argument given
+  explicitly overrides the saved value.
+
+What comes out: ``encode(texts, is_query=...)`` gives one ``[n_tokens, dim]`` array per text,
+L2-normalised, exactly as PyLate users write it. Sentence Transformers' ``encode_query`` and
+``encode_document`` keep working, and a saved folder loads in plain ``MultiVectorEncoder``.
+
+Example::
+
+    from workbench import models
+
+    model = models.ColBERT(model_name_or_path="../shared/models/answerai-colbert-small-v1")
+    queries = model.encode(["what is the capital of france"], is_query=True)
+    documents = model.encode(["paris is the capital of france"], is_query=False)
+    print(queries[0].shape, documents[0].shape)  # (32, 96) (9, 96)
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Any
+
+import numpy as np
+import torch
+from sentence_transformers import MultiVectorEncoder
+from sentence_transformers.base.modules import Transformer
+from sentence_transformers.base.modules.dense import Dense
+from sentence_transformers.multi_vector_encoder.modules import HierarchicalTokenPooling, MultiVectorMask
+from transformers import AddedToken
+from transformers.utils import logging as transformers_logging
+
+PUNCTUATION = list(string.punctuation)
+
+# PyLate's defaults for a model built from a plain base.
+DEFAULTS = {
+    "embedding_size": 128,
+    "query_prefix": "[Q] ",
+    "document_prefix": "[D] ",
+    "query_length": 32,
+    "document_length": 180,
+    "do_query_expansion": True,
+    "attend_to_expansion_tokens": False,
+    "skiplist_words": PUNCTUATION,
+}
+
+
+class ColBERT(MultiVectorEncoder):
+    """A late-interaction (ColBERT) encoder. See the module docstring for what it builds or loads.
+
+    Args:
+        model_name_or_path: hub id or local path of a base model or a ColBERT checkpoint.
+        embedding_size: output dimension of the projection (built models; default 128).
+        query_prefix, document_prefix: marker prepended to queries / documents (default ``"[Q] "``
+            and ``"[D] "``; added to the vocabulary when the tokenizer does not know them).
+        query_length: tokens per query after expansion (default 32).
+        document_length: maximum tokens per document, markers included (default 180).
+        do_query_expansion: pad queries with ``[MASK]`` up to ``query_length`` (default True).
+        attend_to_expansion_tokens: let the encoder attend to the expansion tokens (default False).
+        skiplist_words: document tokens dropped from the output (default: ASCII punctuation).
+        device: ``"cpu"``, ``"cuda"``...; None picks what is available.
+        **kwargs: passed on to ``MultiVectorEncoder`` (``modules``, ``revision``, ``model_kwargs``...).
+
+    Every ``None`` argument means "as saved in the checkpoint, else PyLate's default".
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str | None = None,
+        embedding_size: int | None = None,
+        query_prefix: str | None = None,
+        document_prefix: str | None = None,
+        query_length: int | None = None,
+        document_length: int | None = None,
+        do_query_expansion: bool | None = None,
+        attend_to_expansion_tokens: bool | None = None,
+        skiplist_words: list[str] | None = None,
+        device: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._built_from_base = False
+        super().__init__(model_name_or_path, device=device, **kwargs)
+        given = {
+            "embedding_size": embedding_size,
+            "query_prefix": query_prefix,
+            "document_prefix": document_prefix,
+            "query_length": query_length,
+            "document_length": document_length,
+            "do_query_expansion": do_query_expansion,
+            "attend_to_expansion_tokens": attend_to_expansion_tokens,
+            "skiplist_words": skiplist_words,
+        }
+        given = {key: value for key, value in given.items() if value is not None}
+        if self._built_from_base:
+            self._configure({**DEFAULTS, **given}, building=True)
+        elif given:
+            self._configure(given, building=False)
+        self.to(self.device)
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    def _load_default_modules(self, model_name_or_path: str, *args: Any, **kwargs: Any):
+        modules, module_kwargs = super()._load_default_modules(model_name_or_path, *args, **kwargs)
+        # A Stanford checkpoint fills the legacy prefixes; a bare transformer leaves them empty.
+        self._built_from_base = not self._legacy.prefixes
+        return modules, module_kwargs
+
+    def _load_converted_modules(self, model_name_or_path: str, *args: Any, **kwargs: Any):
+        modules, module_kwargs = super()._load_converted_modules(model_name_or_path, *args, **kwargs)
+        # A PyLate checkpoint is a converted Sentence Transformers folder with legacy prefixes.
+        self._built_from_base = not self._legacy.prefixes
+        return modules, module_kwargs
+
+    # -- configuration ---------------------------------------------------------------------------
+
+    @property
+    def transformer(self) -> Transformer:
+        return next(module for module in self if isinstance(module, Transformer))
+
+    @property
+    def query_prefix(self) -> str:
+        return self.prompts.get("query") or ""
+
+    @property
+    def document_prefix(self) -> str:
+        return self.prompts.get("document") or ""
+
+    @property
+    def query_length(self) -> int | None:
+        expansion = self.transformer.query_expansion
+        return expansion["length"] if expansion else self.transformer.query_length
+
+    @property
+    def document_length(self) -> int | None:
+        return self.transformer.document_length
+
+    @property
+    def do_query_expansion(self) -> bool:
+        return self.transformer.query_expansion is not None
+
+    @property
+    def attend_to_expansion_tokens(self) -> bool:
+        expansion = self.transformer.query_expansion
+        return bool(expansion and expansion.get("attend"))
+
+    @property
+    def skiplist_words(self) -> list[str]:
+        mask = next((module for module in self if isinstance(module, MultiVectorMask)), None)
+        return list(mask.skiplist_words) if mask is not None else []
+
+    def _configure(self, settings: dict[str, Any], building: bool) -> None:
+        """Apply PyLate-style settings to the module pipeline (all of them when ``building``)."""
+        transformer = self.transformer
+        if "embedding_size" in settings:
+            self._set_embedding_size(settings["embedding_size"], building)
+        for key, role in (("query_prefix", "query"), ("document_prefix", "document")):
+            if key in settings:
+                self._set_prefix(role, settings[key])
+        if "document_length" in settings:
+            transformer.document_length = int(settings["document_length"])
+        expansion_keys = {"query_length", "do_query_expansion", "attend_to_expansion_tokens"}
+        if expansion_keys & settings.keys():
+            expand = settings.get("do_query_expansion", self.do_query_expansion)
+            length = int(settings.get("query_length") or self.query_length or DEFAULTS["query_length"])
+            attend = bool(settings.get("attend_to_expansion_tokens", self.attend_to_expansion_tokens))
+            transformer.query_length = None
+            transformer.query_expansion = None
+            if expand:
+                transformer.query_expansion = {"strategy": "fixed", "attend": attend, "length": length}
+            else:
+                transformer.query_length = length
+        if "skiplist_words" in settings:
+            self._set_skiplist(list(settings["skiplist_words"]))
+
+    def _set_embedding_size(self, embedding_size: int, building: bool) -> None:
+        position, dense = next(
+            ((i, module) for i, module in reversed(list(enumerate(self))) if isinstance(module, Dense)),
+            (None, None),
+        )
+        if dense is None:
+            raise ValueError("This model has no projection layer to size: pass modules=... to build one.")
+        if dense.out_features == embedding_size:
+            return
+        if not building:
+            raise ValueError(
+                f"The checkpoint projects to {dense.out_features} dimensions; embedding_size={embedding_size} "
+                "would replace its trained projection with a random one. Leave embedding_size unset."
+            )
+        projection = Dense(
+            in_features=dense.in_features,
+            out_features=embedding_size,
+            bias=False,
+            activation_function=torch.nn.Identity(),
+            module_input_name="token_embeddings",
+        )
+        self._modules[list(self._modules)[position]] = projection
+
+    def _set_prefix(self, role: str, prefix: str) -> None:
+        tokenizer = self.tokenizer
+        marker = prefix.strip()
+        if marker and tokenizer.tokenize(marker) != [marker]:
+            # An unknown marker ("[Q]") would be split into pieces: make it one token of its own.
+            tokenizer.add_tokens([AddedToken(marker, normalized=False, special=True)], special_tokens=True)
+            verbosity = transformers_logging.get_verbosity()
+            transformers_logging.set_verbosity_error()  # the resize announces its init method at warning level
+            try:
+                self.transformer.model.resize_token_embeddings(len(tokenizer))
+            finally:
+                transformers_logging.set_verbosity(verbosity)
+        self.prompts[role] = prefix
+
+    def _set_skiplist(self, words: list[str]) -> None:
+        mask = next((module for module in self if isinstance(module, MultiVectorMask)), None)
+        if mask is None:
+            raise ValueError("This model has no MultiVectorMask module to hold a skiplist.")
+        mask.skiplist_words = words
+        mask.resolve_with_tokenizer(self.tokenizer)
+
+    # -- PyLate's encode -------------------------------------------------------------------------
+
+    def encode(
+        self,
+        sentences: Any = None,
+        is_query: bool | None = None,
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        convert_to_numpy: bool = True,
+        pool_factor: float = 1,
+        *,
+        inputs: Any = None,
+        task: str | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        token_pooling: Any = None,
+        **kwargs: Any,
+    ) -> list[np.ndarray] | list[torch.Tensor] | np.ndarray | torch.Tensor:
+        """Encode texts into one ``[n_tokens, dim]`` embedding per text (numpy by default).
+
+        ``is_query=True`` (PyLate's default) marks, expands and encodes queries; ``is_query=False``
+        encodes documents (skiplist applied). ``pool_factor`` > 1 pools each document's tokens by
+        Ward clustering to about ``1 / pool_factor`` of them, keeping the first token as it is.
+        Sentence Transformers' ``task=`` form is accepted too.
+        """
+        if (sentences is None) == (inputs is None):
+            raise TypeError("encode() takes the texts once: as `sentences` (PyLate) or `inputs` (Sentence Transformers).")
+        texts = sentences if sentences is not None else inputs
+        if is_query is not None:
+            wanted = "query" if is_query else "document"
+            if task is not None and task != wanted:
+                raise ValueError(f"is_query={is_query} contradicts task={task!r}.")
+            task = wanted
+        elif task is None:
+            task = "query"
+        if task not in ("query", "document"):
+            raise ValueError(f"task must be 'query' or 'document', got {task!r}.")
+        _check_texts(texts)
+        if prompt_name is None and prompt is None and task in self.prompts:
+            prompt_name = task
+        if pool_factor < 1:
+            raise ValueError(f"pool_factor must be >= 1, got {pool_factor}.")
+        if pool_factor > 1 and task == "document":
+            if token_pooling is not None:
+                raise ValueError("Pass either pool_factor or token_pooling, not both.")
+            token_pooling = HierarchicalTokenPooling(pool_factor, num_protected_tokens=1, normalize_embeddings=False)
+        return super().encode(
+            inputs=texts,
+            prompt_name=prompt_name,
+            prompt=prompt,
+            batch_size=batch_size,
+            show_progress_bar=show_progress_bar,
+            convert_to_numpy=convert_to_numpy,
+            token_pooling=token_pooling,
+            task=task,
+            **kwargs,
+        )
+
+    def tokenize(self, texts: list[str], is_query: bool = True, **kwargs: Any) -> dict[str, torch.Tensor]:
+        """Tokenize texts as queries or documents (marker, expansion, lengths): for collators."""
+        task = "query" if is_query else "document"
+        return self.preprocess(texts, prompt=self.prompts.get(task), task=task, **kwargs)
+
+
+def _check_texts(texts: Any) -> None:
+    items = [texts] if isinstance(texts, str) else list(texts)
+    for position, text in enumerate(items):
+        if not isinstance(text, str):
+            raise TypeError(f"Text {position} is {type(text).__name__}, not str.")
+        if not text.strip():
+            raise ValueError(f"Text {position} is empty: an empty text has no tokens to embed.")

@@ -1,0 +1,194 @@
+"""Exact MaxSim (late-interaction) scoring, the hot path of rerank, exact search and evaluation.
+
+``MaxSim(q, d) = sum_i max_j q_i . d_j`` over the query's tokens ``i`` and the document's tokens ``j``.
+
+What goes in: embeddings in any of three forms, on either side:
+
+- a list of ``[n_tokens_i, dim]`` arrays or tensors (variable lengths, what ``model.encode`` gives);
+- a padded ``[n, max_tokens, dim]`` array or tensor with an optional ``[n, max_tokens]`` mask
+  (True / 1 = a real token); masked tokens are dropped before scoring, so padding can never win a max;
+- :class:`PackedEmbeddings`: all tokens in one contiguous ``[total_tokens, dim]`` array plus
+  offsets. Pack a corpus once and score many query batches against it without copying it again.
+
+What comes out: a float32 ``torch.Tensor`` of shape ``[n_queries, n_documents]``
+(:func:`colbert_scores`) or ``[n_pairs]`` (:func:`colbert_scores_pairwise`). Accumulation is fp32
+even for fp16 inputs.
+
+How it is fast: documents are packed into one token matrix, cut into document-aligned chunks that
+fit in cache; each chunk is one matrix product ``[query_tokens, chunk_tokens]`` followed by a
+segmented max (``np.maximum.reduceat``) and a segmented sum over each query's tokens. There is no
+padding anywhere, so a corpus of mixed lengths costs exactly its number of tokens.
+
+Example::
+
+    import numpy as np
+    from workbench.scores import colbert_scores
+
+    queries = [np.eye(4, 8, dtype=np.float32)]
+    documents = [np.eye(2, 8, dtype=np.float32), np.eye(6, 8, dtype=np.float32)]
+    print(colbert_scores(queries, documents))  # tensor([[2., 4.]])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+# Elements of one chunk's similarity block (query tokens x document tokens): about 1 MB of fp32,
+# which keeps the block in L2/L3 while the reductions read it back.
+CHUNK_ELEMENTS = 1 << 18
+MIN_CHUNK_TOKENS = 2048
+
+
+@dataclass(frozen=True)
+class PackedEmbeddings:
+    """Token embeddings of many texts in one contiguous ``[total_tokens, dim]`` array.
+
+    ``tokens[offsets[i]:offsets[i + 1]]`` are the tokens of text ``i``. Every text has at least one
+    token. ``tokens`` may be fp16 (scored in fp32) or fp32, a numpy array or a memory map.
+    """
+
+    tokens: np.ndarray
+    offsets: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.tokens.ndim != 2:
+            raise ValueError(f"tokens must be [total_tokens, dim], got shape {self.tokens.shape}.")
+        if self.offsets.ndim != 1 or self.offsets[0] != 0 or self.offsets[-1] != len(self.tokens):
+            raise ValueError("offsets must start at 0 and end at the number of tokens.")
+        empty = np.flatnonzero(np.diff(self.offsets) <= 0)
+        if len(empty):
+            raise ValueError(f"Text {int(empty[0])} has no tokens: MaxSim needs at least one token per text.")
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def dim(self) -> int:
+        return self.tokens.shape[1]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.tokens[self.offsets[index] : self.offsets[index + 1]]
+
+    def select(self, indices: Sequence[int] | np.ndarray) -> PackedEmbeddings:
+        """A new packing of the texts at ``indices``, in that order (copies their tokens)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        lengths = self.lengths[indices]
+        offsets = np.zeros(len(indices) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        rows = np.repeat(self.offsets[indices] - offsets[:-1], lengths) + np.arange(offsets[-1])
+        return PackedEmbeddings(self.tokens[rows], offsets)
+
+
+def pack(embeddings: Any, mask: Any = None) -> PackedEmbeddings:
+    """Pack embeddings given as a list, a padded 3D array/tensor (+ mask) or PackedEmbeddings."""
+    if isinstance(embeddings, PackedEmbeddings):
+        if mask is not None:
+            raise ValueError("A mask goes with padded embeddings, not with PackedEmbeddings.")
+        return embeddings
+    if isinstance(embeddings, (np.ndarray, torch.Tensor)) and embeddings.ndim == 3:
+        padded = _to_numpy(embeddings)
+        keep = np.ones(padded.shape[:2], dtype=bool) if mask is None else _to_numpy(mask).astype(bool)
+        if keep.shape != padded.shape[:2]:
+            raise ValueError(f"mask has shape {keep.shape}, expected {padded.shape[:2]}.")
+        offsets = np.zeros(len(padded) + 1, dtype=np.int64)
+        np.cumsum(keep.sum(axis=1), out=offsets[1:])
+        return PackedEmbeddings(np.ascontiguousarray(padded[keep]), offsets)
+    if mask is not None:
+        raise ValueError("A mask goes with a padded [n, max_tokens, dim] input, not with a list.")
+    if isinstance(embeddings, (np.ndarray, torch.Tensor)) and embeddings.ndim == 2:
+        embeddings = [embeddings]
+    arrays = [_to_numpy(item) for item in embeddings]
+    if not arrays:
+        return PackedEmbeddings(np.zeros((0, 0), dtype=np.float32), np.zeros(1, dtype=np.int64))
+    for position, array in enumerate(arrays):
+        if array.ndim != 2:
+            raise ValueError(f"Embedding {position} has shape {array.shape}, expected [n_tokens, dim].")
+        if array.shape[1] != arrays[0].shape[1]:
+            raise ValueError(
+                f"Embedding {position} has dimension {array.shape[1]}, embedding 0 has {arrays[0].shape[1]}."
+            )
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+    np.cumsum([len(array) for array in arrays], out=offsets[1:])
+    return PackedEmbeddings(np.concatenate(arrays), offsets)
+
+
+def colbert_scores(
+    queries: Any,
+    documents: Any,
+    queries_mask: Any = None,
+    documents_mask: Any = None,
+) -> torch.Tensor:
+    """MaxSim of every query against every document: a ``[n_queries, n_documents]`` fp32 tensor."""
+    packed_queries = pack(queries, queries_mask)
+    packed_documents = pack(documents, documents_mask)
+    if len(packed_queries) == 0 or len(packed_documents) == 0:
+        return torch.zeros(len(packed_queries), len(packed_documents))
+    if packed_queries.dim != packed_documents.dim:
+        raise ValueError(
+            f"Queries have dimension {packed_queries.dim}, documents have {packed_documents.dim}."
+        )
+    query_tokens = _as_float32(packed_queries.tokens)
+    query_starts = packed_queries.offsets[:-1]
+    tokens, offsets = packed_documents.tokens, packed_documents.offsets
+    scores = np.empty((len(packed_queries), len(packed_documents)), dtype=np.float32)
+    chunk_tokens = max(MIN_CHUNK_TOKENS, CHUNK_ELEMENTS // len(query_tokens))
+    for first, last in _document_chunks(offsets, chunk_tokens):
+        start = offsets[first]
+        block = _as_float32(tokens[start : offsets[last]])
+        similarities = query_tokens @ block.T
+        per_token_max = np.maximum.reduceat(similarities, offsets[first:last] - start, axis=1)
+        scores[:, first:last] = np.add.reduceat(per_token_max, query_starts, axis=0)
+    return torch.from_numpy(scores)
+
+
+def colbert_scores_pairwise(
+    queries: Any,
+    documents: Any,
+    queries_mask: Any = None,
+    documents_mask: Any = None,
+) -> torch.Tensor:
+    """MaxSim of query ``i`` against document ``i`` for every ``i``: a ``[n_pairs]`` fp32 tensor."""
+    packed_queries = pack(queries, queries_mask)
+    packed_documents = pack(documents, documents_mask)
+    if len(packed_queries) != len(packed_documents):
+        raise ValueError(
+            f"Pairwise scoring needs as many queries as documents: {len(packed_queries)} != {len(packed_documents)}."
+        )
+    scores = np.empty(len(packed_queries), dtype=np.float32)
+    for index in range(len(packed_queries)):
+        similarities = _as_float32(packed_queries[index]) @ _as_float32(packed_documents[index]).T
+        scores[index] = similarities.max(axis=1).sum()
+    return torch.from_numpy(scores)
+
+
+def _document_chunks(offsets: np.ndarray, chunk_tokens: int) -> list[tuple[int, int]]:
+    """Document ranges ``[first, last)`` of about ``chunk_tokens`` tokens; a longer document stands alone."""
+    targets = np.arange(chunk_tokens, offsets[-1], chunk_tokens)
+    cuts = np.unique(np.searchsorted(offsets, targets, side="left"))
+    bounds = np.concatenate([[0], cuts[(cuts > 0) & (cuts < len(offsets) - 1)], [len(offsets) - 1]])
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+
+
+def _as_float32(array: np.ndarray) -> np.ndarray:
+    if array.dtype == np.float32:
+        return array
+    # torch converts fp16 to fp32 several times faster than numpy's astype.
+    return torch.from_numpy(np.ascontiguousarray(array)).float().numpy()
+
+
+def _to_numpy(array: Any) -> np.ndarray:
+    if isinstance(array, torch.Tensor):
+        array = array.detach().cpu()
+        if array.dtype == torch.bfloat16:
+            array = array.float()
+        return array.numpy()
+    return np.asarray(array)
