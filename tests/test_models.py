@@ -12,6 +12,7 @@ import pytest
 import torch
 from sentence_transformers import MultiVectorEncoder
 
+from conftest import missing
 from workbench import models
 
 QUERY = "what is the capital of france"
@@ -145,7 +146,7 @@ PARITY_TEXTS = {
 def test_embeddings_equal_pylates_for_the_same_checkpoint(answerai, answerai_path, tmp_path):
     pylate_python = os.environ.get("WORKBENCH_PYLATE_PYTHON")
     if not pylate_python or not Path(pylate_python).exists():
-        pytest.skip("No PyLate environment: run `make pylate-env` (make test builds it) to compare against PyLate 1.6.0.")
+        missing("No PyLate environment: run `make pylate-env` (make test builds it) to compare against PyLate 1.6.0.")
     texts_path = tmp_path / "texts.json"
     texts_path.write_text(json.dumps(PARITY_TEXTS))
     out = tmp_path / "pylate.npz"
