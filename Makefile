@@ -9,8 +9,9 @@ PYLATE_VENV := .venv-pylate
 PYLATE_INSTALLED := $(PYLATE_VENV)/.installed
 # torch first, pinned: a bare `torch` requirement lets pip pick a multi-GB CUDA build.
 TORCH := torch==2.13.0
-# PyLate 1.6.0 without its PLAID extras (fast-plaid pins a CUDA torch build of several GB).
-PYLATE_DEPS := "sentence-transformers==5.3.0" "transformers>=4.41,<=5.3.0" datasets accelerate pandas "ujson==5.12.0" voyager
+# PyLate 1.6.0 without its PLAID extras (fast-plaid pins a CUDA torch build of several GB), and with
+# voyager < 2.2 (PyLate 1.6.0 hands add_items a Python list, which voyager 2.2 rejects).
+PYLATE_DEPS := "sentence-transformers==5.3.0" "transformers>=4.41,<=5.3.0" datasets accelerate pandas "ujson==5.12.0" "voyager<2.2"
 PYLATE := pylate==1.6.0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
@@ -26,7 +27,7 @@ $(INSTALLED): pyproject.toml
 
 # A separate environment with PyLate (it pins sentence-transformers 5.x), used only for parity
 # references. Best effort: when it cannot be built, the parity tests skip and say why.
-$(PYLATE_INSTALLED):
+$(PYLATE_INSTALLED): Makefile
 	-( test -x $(PYLATE_VENV)/bin/python || $(PYTHON) -m venv $(PYLATE_VENV) ) && \
 	  $(PYLATE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "$(TORCH)" uv && \
 	  $(PYLATE_VENV)/bin/uv pip install --quiet --python $(PYLATE_VENV)/bin/python $(PYLATE_DEPS) && \
@@ -48,7 +49,7 @@ test-full: $(INSTALLED) $(PYLATE_INSTALLED)
 
 bench: $(INSTALLED) $(PYLATE_INSTALLED)
 	WORKBENCH_PYLATE_PYTHON=$(if $(wildcard $(PYLATE_INSTALLED)),$(PYLATE_VENV)/bin/python,) \
-	  $(PY) benchmarks/maxsim.py && $(PY) benchmarks/parity.py
+	  $(PY) benchmarks/maxsim.py && $(PY) benchmarks/parity.py && $(PY) benchmarks/index.py
 
 lab: $(INSTALLED)
 	$(VENV)/bin/jupyter lab --notebook-dir=.

@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,3 +58,11 @@ def answerai(answerai_path):
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     return _require(SHARED_DATA)
+
+
+def reference_maxsim(query: np.ndarray, document: np.ndarray) -> float:
+    """sum over query tokens of the best dot product with any document token, in float64."""
+    total = 0.0
+    for q in query.astype(np.float64):
+        total += max(float(np.dot(q, d)) for d in document.astype(np.float64))
+    return total

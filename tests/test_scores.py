@@ -4,16 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import reference_maxsim
 from workbench import scores
 from workbench.scores import PackedEmbeddings, colbert_scores, colbert_scores_pairwise, pack
-
-
-def reference_maxsim(query: np.ndarray, document: np.ndarray) -> float:
-    """sum over query tokens of the best dot product with any document token, in float64."""
-    total = 0.0
-    for q in query.astype(np.float64):
-        total += max(float(np.dot(q, d)) for d in document.astype(np.float64))
-    return total
 
 
 def random_texts(rng, lengths, dim=16, dtype=np.float32):

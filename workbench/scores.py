@@ -81,11 +81,17 @@ class PackedEmbeddings:
     def select(self, indices: Sequence[int] | np.ndarray) -> PackedEmbeddings:
         """A new packing of the texts at ``indices``, in that order (copies their tokens)."""
         indices = np.asarray(indices, dtype=np.int64)
-        lengths = self.lengths[indices]
         offsets = np.zeros(len(indices) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        rows = np.repeat(self.offsets[indices] - offsets[:-1], lengths) + np.arange(offsets[-1])
-        return PackedEmbeddings(self.tokens[rows], offsets)
+        np.cumsum(self.lengths[indices], out=offsets[1:])
+        return PackedEmbeddings(self.tokens[token_rows_of(self.offsets, indices)], offsets)
+
+
+def token_rows_of(offsets: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Rows of the packed token matrix that belong to the texts at ``indices``, in that order."""
+    lengths = offsets[indices + 1] - offsets[indices]
+    starts = np.zeros(len(indices), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    return np.repeat(offsets[indices] - starts, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
 
 
 def pack(embeddings: Any, mask: Any = None) -> PackedEmbeddings:
@@ -137,14 +143,20 @@ def colbert_scores(
             f"Queries have dimension {packed_queries.dim}, documents have {packed_documents.dim}."
         )
     query_tokens = _as_float32(packed_queries.tokens)
+    query_tensor = torch.from_numpy(query_tokens)
     query_starts = packed_queries.offsets[:-1]
     tokens, offsets = packed_documents.tokens, packed_documents.offsets
     scores = np.empty((len(packed_queries), len(packed_documents)), dtype=np.float32)
     chunk_tokens = max(MIN_CHUNK_TOKENS, CHUNK_ELEMENTS // len(query_tokens))
     for first, last in _document_chunks(offsets, chunk_tokens):
         start = offsets[first]
-        block = _as_float32(tokens[start : offsets[last]])
-        similarities = query_tokens @ block.T
+        block = tokens[start : offsets[last]]
+        if block.dtype == np.float32:
+            similarities = query_tokens @ block.T
+        else:
+            # Upcast and multiply in torch: numpy's fp16 cast is slow, and handing a torch-cast block
+            # to OpenBLAS makes the two thread pools spin against each other.
+            similarities = (query_tensor @ torch.from_numpy(np.ascontiguousarray(block)).float().T).numpy()
         per_token_max = np.maximum.reduceat(similarities, offsets[first:last] - start, axis=1)
         scores[:, first:last] = np.add.reduceat(per_token_max, query_starts, axis=0)
     return torch.from_numpy(scores)

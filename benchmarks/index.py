@@ -1,0 +1,118 @@
+"""Index build, size and query speed on msmarco-dl19-5k (answerai-colbert-small-v1 embeddings, cached).
+
+    .venv/bin/python benchmarks/index.py
+    WORKBENCH_PYLATE_PYTHON=.venv-pylate/bin/python .venv/bin/python benchmarks/index.py   # + PyLate, same run
+
+Reports for workbench's Voyager index: build seconds, bytes on disk, ms per query at k=10, overlap@10
+with exact search (fp32, every document), nDCG@10; and a table over k_token (centroids looked up per
+query token) and n_full_scores (candidates scored exactly): recall against latency. With a PyLate
+environment, PyLate 1.6.0's Voyager index runs on the same embeddings in the same run, and the
+ratios are printed; without one the script says so and skips that part.
+Targets (PyLate 1.6.0 measured here: build 179 s, 332 MB, 116 ms/query, overlap 1.0, nDCG@10 0.8268):
+build >= 10x faster, at most a third of the bytes, queries >= 10x faster at overlap@10 >= 0.99,
+nDCG@10 within 0.002 of exact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common import CACHE, cached_embeddings, emit, machine, require_shared
+from workbench import indexes, metrics, retrieve
+from workbench.scores import colbert_scores
+
+SWEEP = [(2, 64), (4, 64), (4, 128), (8, 128), (8, 256), (16, 256), (16, 512), (32, 512)]
+NDCG = [("ndcg@10", "ndcg@10")]
+
+
+def quality(results, exact_top, query_ids, qrels):
+    overlap = float(np.mean([len({h["id"] for h in hits} & truth) / 10 for hits, truth in zip(results, exact_top)]))
+    ndcg = float(metrics.evaluate(qrels, metrics.run_from_results(query_ids, results), metrics=NDCG, prefix="").iloc[0, 0])
+    return round(overlap, 4), round(ndcg, 4)
+
+
+def timed_retrieve(retriever, queries, **settings):
+    retriever.retrieve(queries[:2], k=10, **settings)  # warm-up
+    started = time.perf_counter()
+    results = retriever.retrieve(queries, k=10, **settings)
+    return results, (time.perf_counter() - started) * 1000 / len(queries)
+
+
+def main() -> None:
+    require_shared()
+    collection, query_ids, packed_queries, document_ids, packed_documents, _ = cached_embeddings("msmarco-dl19-5k")
+    queries = [packed_queries[i] for i in range(len(packed_queries))]
+    documents = [packed_documents[i] for i in range(len(packed_documents))]
+    exact_scores = colbert_scores(queries, packed_documents).numpy()
+    exact_top = [{document_ids[j] for j in np.argsort(-row)[:10]} for row in exact_scores]
+    exact_run = {q: {document_ids[j]: float(row[j]) for j in np.argsort(-row)[:10]} for q, row in zip(query_ids, exact_scores)}
+    exact_ndcg = float(metrics.evaluate(collection.qrels, exact_run, metrics=NDCG, prefix="").iloc[0, 0])
+
+    workdir = Path(tempfile.mkdtemp(prefix="workbench-index-bench-"))
+    try:
+        started = time.perf_counter()
+        index = indexes.Voyager(index_folder=workdir, index_name="workbench", override=True)
+        index.add_documents(documents_ids=document_ids, documents_embeddings=documents)
+        build_seconds = time.perf_counter() - started
+        bytes_on_disk = sum(p.stat().st_size for p in (workdir / "workbench").iterdir())
+        retriever = retrieve.ColBERT(index=index)
+        results, query_ms = timed_retrieve(retriever, queries)
+        overlap, ndcg = quality(results, exact_top, query_ids, collection.qrels)
+        sweep = []
+        for k_token, n_full_scores in SWEEP:
+            swept, ms = timed_retrieve(retriever, queries, k_token=k_token, n_full_scores=n_full_scores)
+            sweep.append({"k_token": k_token, "n_full_scores": n_full_scores, "ms_per_query": round(ms, 2),
+                          **dict(zip(("overlap@10", "ndcg@10"), quality(swept, exact_top, query_ids, collection.qrels)))})
+        report = {
+            "benchmark": "Voyager index on msmarco-dl19-5k",
+            "documents": len(documents), "document_tokens": int(packed_documents.offsets[-1]),
+            "centroids": int(len(index._centroids)),
+            "workbench": {"build_seconds": round(build_seconds, 2), "bytes_on_disk": bytes_on_disk,
+                          "ms_per_query_k10": round(query_ms, 2), "overlap@10_vs_exact": overlap, "ndcg@10": ndcg,
+                          "defaults": {"k_token": index.k_token, "n_full_scores": index.n_full_scores}},
+            "exact_ndcg@10": round(exact_ndcg, 4),
+            "sweep": sweep,
+            "machine": machine(),
+        }
+        report["pylate"] = run_pylate(workdir, query_ids, exact_top, collection.qrels)
+        reference = report["pylate"] if "build_seconds" in report["pylate"] else {
+            "build_seconds": 179, "bytes_on_disk": 332e6, "ms_per_query": 116, "source": "DESIGN.md figures"}
+        ratios = {
+            "build_speedup": round(reference["build_seconds"] / build_seconds, 1),
+            "bytes_fraction": round(bytes_on_disk / reference["bytes_on_disk"], 3),
+            "query_speedup": round(reference["ms_per_query"] / query_ms, 1),
+        }
+        report["ratios_vs_pylate"] = ratios
+        report["meets_targets"] = (ratios["build_speedup"] >= 10 and ratios["bytes_fraction"] <= 1 / 3
+                                   and ratios["query_speedup"] >= 10 and overlap >= 0.99
+                                   and abs(ndcg - exact_ndcg) <= 0.002)
+        emit(report)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_pylate(workdir: Path, query_ids, exact_top, qrels) -> dict:
+    python = os.environ.get("WORKBENCH_PYLATE_PYTHON")
+    if not python or not Path(python).exists():
+        print("No PyLate environment (set WORKBENCH_PYLATE_PYTHON, e.g. via `make bench`): PyLate's part is skipped; "
+              "ratios use the DESIGN.md figures measured on this machine's kind.")
+        return {"skipped": "WORKBENCH_PYLATE_PYTHON not set"}
+    script = Path(__file__).with_name("pylate_voyager.py")
+    output = subprocess.run([python, str(script), str(CACHE / "msmarco-dl19-5k.npz"), str(workdir / "pylate")],
+                            capture_output=True, text=True, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    measured = json.loads(output.stdout.strip().splitlines()[-1])
+    overlap, ndcg = quality(measured.pop("results"), exact_top, query_ids, qrels)
+    return {**{k: round(v, 2) for k, v in measured.items()}, "overlap@10_vs_exact": overlap, "ndcg@10": ndcg,
+            "version": "pylate 1.6.0"}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Run inside the PyLate environment (WORKBENCH_PYLATE_PYTHON): PyLate's Voyager index on cached embeddings.
+
+python benchmarks/pylate_voyager.py EMBEDDINGS_NPZ INDEX_FOLDER
+Prints one JSON object: build seconds, bytes on disk, ms per query at k=10, and the results.
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from pylate import indexes, retrieve
+
+stored = np.load(sys.argv[1])
+folder = Path(sys.argv[2])
+offsets, q_offsets = stored["document_offsets"], stored["query_offsets"]
+document_tokens, query_tokens = stored["document_tokens"], stored["query_tokens"]  # each npz access re-reads the file
+documents = [document_tokens[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+queries = [query_tokens[a:b] for a, b in zip(q_offsets[:-1], q_offsets[1:])]
+started = time.perf_counter()
+index = indexes.Voyager(index_folder=str(folder), index_name="pylate", override=True, embedding_size=documents[0].shape[1])
+ids = [str(i) for i in stored["document_ids"]]
+index.add_documents(documents_ids=ids, documents_embeddings=documents)
+build_seconds = time.perf_counter() - started
+retriever = retrieve.ColBERT(index=index)
+retriever.retrieve(queries_embeddings=queries[:2], k=10)
+started = time.perf_counter()
+results = retriever.retrieve(queries_embeddings=queries, k=10)
+query_ms = (time.perf_counter() - started) * 1000 / len(queries)
+print(json.dumps({
+    "build_seconds": build_seconds,
+    "bytes_on_disk": sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()),
+    "ms_per_query": query_ms,
+    "results": [[{"id": hit["id"], "score": float(hit["score"])} for hit in hits] for hits in results],
+}))

@@ -1,0 +1,296 @@
+"""Indexes, retrieval and rerank: PyLate's surface, lifecycle, validation, durability."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import reference_maxsim
+from index_writer import BATCH, embeddings_for
+from workbench import indexes, rank, retrieve
+from workbench.store import IndexCorruptError, IndexLockedError
+
+
+def unit(rng, n, dim=32):
+    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+@pytest.fixture
+def corpus():
+    rng = np.random.default_rng(3)
+    ids = [f"doc{i}" for i in range(300)]
+    embeddings = [unit(rng, int(n)) for n in rng.integers(3, 40, size=300)]
+    queries = [unit(rng, 8) for _ in range(12)]
+    return ids, embeddings, queries
+
+
+def reference_top(queries, ids, embeddings, k):
+    """Ranking by the plain reference MaxSim loop."""
+    tops = []
+    for query in queries:
+        scores = [reference_maxsim(query, d) for d in embeddings]
+        order = np.argsort(scores)[::-1][:k]
+        tops.append([(ids[j], scores[j]) for j in order])
+    return tops
+
+
+def test_seed_readme_snippet_runs_with_a_96_dimension_model(answerai, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the snippet writes ./pylate-index
+    model = answerai
+    index = indexes.Voyager(index_folder="pylate-index", index_name="index", override=True)
+    retriever = retrieve.ColBERT(index=index)
+    documents_ids = ["1", "2", "3"]
+    documents = ["document 1 text", "document 2 text", "document 3 text"]
+    documents_embeddings = model.encode(documents, batch_size=32, is_query=False, show_progress_bar=True)
+    index.add_documents(documents_ids=documents_ids, documents_embeddings=documents_embeddings)
+    queries_embeddings = model.encode(
+        ["query for document 3", "query for document 1"], batch_size=32, is_query=True, show_progress_bar=True
+    )
+    scores = retriever.retrieve(queries_embeddings=queries_embeddings, k=10)
+
+    assert len(scores) == 2 and all(len(hits) == 3 for hits in scores)
+    for query, hits in zip(queries_embeddings, scores):
+        expected = sorted(
+            ((i, reference_maxsim(query, d)) for i, d in zip(documents_ids, documents_embeddings)), key=lambda p: -p[1]
+        )
+        assert [hit["id"] for hit in hits] == [i for i, _ in expected]
+        for hit, (_, score) in zip(hits, expected):
+            assert hit["score"] == pytest.approx(score, abs=2e-2)  # fp16 storage
+    reopened = indexes.Voyager(index_folder="pylate-index", index_name="index")
+    assert retrieve.ColBERT(index=reopened).retrieve(queries_embeddings=queries_embeddings, k=10) == scores
+
+
+@pytest.mark.parametrize("kind", [indexes.Exact, indexes.Voyager])
+def test_top_k_matches_the_reference_maxsim(kind, corpus, tmp_path):
+    ids, embeddings, queries = corpus
+    index = kind(index_folder=tmp_path, index_name="i", override=True, dtype="float32")
+    index.add_documents(ids, embeddings)
+    results = retrieve.ColBERT(index).retrieve(queries, k=5, k_token=16)
+    expected = reference_top(queries, ids, embeddings, 5)
+    overlap = np.mean([len({h["id"] for h in got} & {i for i, _ in want}) / 5 for got, want in zip(results, expected)])
+    assert overlap >= (1.0 if kind is indexes.Exact else 0.9)
+    if kind is indexes.Exact:
+        for got, want in zip(results, expected):
+            assert [h["score"] for h in got] == pytest.approx([s for _, s in want], abs=1e-4)
+
+
+def test_lifecycle_append_reopen_remove_override(corpus, tmp_path):
+    ids, embeddings, queries = corpus
+    index = indexes.Voyager(index_folder=tmp_path, index_name="i", override=True)
+    index.add_documents(ids[:100], embeddings[:100])
+    index.add_documents(ids[100:], embeddings[100:])  # a second call appends (and retrains: 3x growth is not 4x)
+    assert len(index) == 300
+    stored = index.get_documents_embeddings(["doc5", "doc250"])
+    np.testing.assert_allclose(stored[0], embeddings[5], atol=1e-3)
+    np.testing.assert_allclose(stored[1], embeddings[250], atol=1e-3)
+    nested = index.get_documents_embeddings([["doc1"], ["doc2", "doc3"]])
+    assert [len(group) for group in nested] == [1, 2]
+    before = retrieve.ColBERT(index).retrieve(queries, k=10)
+    index.close()
+
+    reopened = indexes.Voyager(index_folder=tmp_path, index_name="i")
+    assert len(reopened) == 300
+    assert retrieve.ColBERT(reopened).retrieve(queries, k=10) == before
+
+    removed = {hit["id"] for hit in before[0][:3]}
+    reopened.remove_documents(sorted(removed))
+    assert len(reopened) == 297
+    after = retrieve.ColBERT(reopened).retrieve(queries, k=10)
+    assert not removed & {hit["id"] for hit in after[0]}
+    with pytest.raises(KeyError, match="Unknown document ids"):
+        reopened.get_documents_embeddings(sorted(removed))
+    reopened.close()
+
+    fresh = indexes.Voyager(index_folder=tmp_path, index_name="i", override=True)
+    assert len(fresh) == 0 and retrieve.ColBERT(fresh).retrieve(queries[:2], k=3) == [[], []]
+
+
+def test_centroids_are_retrained_when_the_index_grows_fourfold(corpus, tmp_path):
+    ids, embeddings, _ = corpus
+    index = indexes.Voyager(index_folder=tmp_path, index_name="i", override=True)
+    index.add_documents(ids[:20], embeddings[:20])
+    first = index.store.extra["centroids_trained_on"]
+    index.add_documents(ids[20:40], embeddings[20:40])
+    assert index.store.extra["centroids_trained_on"] == first, "2x growth keeps the centroids"
+    index.add_documents(ids[40:], embeddings[40:])
+    assert index.store.extra["centroids_trained_on"] == sum(len(e) for e in embeddings)
+    assert len(index.store.side_array("codes")) == sum(len(e) for e in embeddings)
+
+
+def test_subset_filtering(corpus, tmp_path):
+    ids, embeddings, queries = corpus
+    index = indexes.Voyager(index_folder=tmp_path, index_name="i", override=True, n_full_scores=64)
+    index.add_documents(ids, embeddings)
+    retriever = retrieve.ColBERT(index)
+    small = ids[10:20]  # smaller than n_full_scores: scored whole
+    large = ids[::2]  # larger: filtered candidates
+    for subset in (small, large):
+        for hits in retriever.retrieve(queries, k=5, subset=subset):
+            assert len(hits) == 5 and {h["id"] for h in hits} <= set(subset)
+    expected = reference_top(queries, small, [embeddings[ids.index(i)] for i in small], 5)
+    got = retriever.retrieve(queries, k=5, subset=small)
+    assert [[h["id"] for h in hits] for hits in got] == [[i for i, _ in want] for want in expected]
+    with pytest.raises(KeyError, match="Unknown document ids"):
+        retriever.retrieve(queries, k=5, subset=["nope"])
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name != "writer.lock"}
+
+
+def test_bad_input_is_refused_before_anything_is_written(corpus, tmp_path):
+    ids, embeddings, _ = corpus
+    index = indexes.Voyager(index_folder=tmp_path, index_name="i", override=True)
+    index.add_documents(ids[:50], embeddings[:50])
+    before = snapshot(tmp_path / "i")
+    nan = embeddings[60].copy()
+    nan[0, 0] = np.nan
+    cases = [
+        (["a", "a"], embeddings[60:62], "appears twice"),
+        (["doc3"], embeddings[60:61], "already in the index"),
+        (["a"], [np.ones((3, 16), np.float32)], "dimension 16; the index holds 32"),
+        (["a"], [nan], "NaN"),
+        (["a", "b"], embeddings[60:61], "2 document ids but 1 embeddings"),
+        (["a"], [np.ones((0, 32), np.float32)], "n_tokens > 0"),
+    ]
+    for bad_ids, bad_embeddings, message in cases:
+        with pytest.raises(ValueError, match=message):
+            index.add_documents(bad_ids, bad_embeddings)
+    with pytest.raises(KeyError, match="Unknown document ids"):
+        index.remove_documents(["doc3", "missing"])
+    assert snapshot(tmp_path / "i") == before and len(index) == 50
+    with pytest.raises(ValueError, match="holds 32-dimensional"):
+        indexes.Voyager(index_folder=tmp_path, index_name="i", embedding_size=128)
+
+
+def test_a_second_writer_is_refused(corpus, tmp_path):
+    ids, embeddings, queries = corpus
+    writer = indexes.Voyager(index_folder=tmp_path, index_name="i", override=True)
+    writer.add_documents(ids[:50], embeddings[:50])
+    other = indexes.Voyager(index_folder=tmp_path, index_name="i")
+    assert len(retrieve.ColBERT(other).retrieve(queries[:1], k=3)[0]) == 3, "readers need no lock"
+    with pytest.raises(IndexLockedError, match="one writer at a time"):
+        other.add_documents(ids[50:60], embeddings[50:60])
+    child = subprocess.run(
+        [sys.executable, "-c", "import sys; from workbench import indexes; "
+         "indexes.Voyager(index_folder=sys.argv[1], index_name='i').remove_documents(['doc1'])", str(tmp_path)],
+        capture_output=True, text=True,
+    )
+    assert child.returncode != 0 and "IndexLockedError" in child.stderr
+    writer.close()
+    other.add_documents(ids[50:60], embeddings[50:60])
+    assert len(other) == 60
+
+
+def test_reader_sees_commits_of_another_writer(corpus, tmp_path):
+    ids, embeddings, queries = corpus
+    writer = indexes.Exact(index_folder=tmp_path, index_name="i", override=True)
+    writer.add_documents(ids[:10], embeddings[:10])
+    reader = indexes.Exact(index_folder=tmp_path, index_name="i")
+    writer.add_documents(ids[10:20], embeddings[10:20])
+    assert len(retrieve.ColBERT(reader).retrieve(queries[:1], k=50)[0]) == 20
+    assert len(reader) == 20
+
+
+def assert_last_committed_state(folder: Path, minimum_batches: int) -> int:
+    """Reopen after a crash: whole batches only, none reported lost, contents intact, searchable."""
+    index = indexes.Voyager(index_folder=folder, index_name="index")
+    batches = len(index) // BATCH
+    assert len(index) % BATCH == 0, "a half-written batch is visible"
+    assert batches >= minimum_batches, "a reported commit was lost"
+    for batch in (0, batches - 1):
+        stored = index.get_documents_embeddings([f"{batch}-0", f"{batch}-{BATCH - 1}"])
+        expected = embeddings_for(batch)
+        np.testing.assert_allclose(stored[0], expected[0], atol=1e-3)
+        np.testing.assert_allclose(stored[1], expected[-1], atol=1e-3)
+    assert retrieve.ColBERT(index).retrieve([embeddings_for(0)[3]], k=1)[0][0]["id"] == "0-3"
+    index.close()
+    return batches
+
+
+def run_writer(folder: Path, start_batch: int, *crash_at: int) -> subprocess.Popen:
+    script = Path(__file__).with_name("index_writer.py")
+    return subprocess.Popen([sys.executable, str(script), str(folder), str(start_batch), *map(str, crash_at)],
+                            stdout=subprocess.PIPE, text=True)
+
+
+def committed_batches(child: subprocess.Popen, wanted: int, timeout: float = 60) -> list[int]:
+    reported, deadline = [], time.monotonic() + timeout
+    while len(reported) < wanted and time.monotonic() < deadline:
+        line = child.stdout.readline()
+        if not line:
+            break
+        if line.startswith("committed"):
+            reported.append(int(line.split()[1]))
+    return reported
+
+
+def test_writers_killed_at_every_write_of_add_documents_lose_nothing(tmp_path):
+    """A writer dies halfway through each file write of an add (and just before its commit)."""
+    batches = 0
+    torn_states = 0
+    for crash_at in range(1, 8):
+        child = run_writer(tmp_path, batches, crash_at)
+        reported = committed_batches(child, 2)
+        child.wait(timeout=60)
+        assert child.returncode == -signal.SIGKILL and len(reported) == 1
+        manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())
+        sizes_past_commit = any(
+            (tmp_path / "index" / file).stat().st_size > manifest["sizes"][name] for name, file in manifest["files"].items()
+        )
+        strays = set(os.listdir(tmp_path / "index")) - set(manifest["files"].values()) - {"manifest.json", "writer.lock"}
+        torn_states += bool(sizes_past_commit or strays)
+        batches = assert_last_committed_state(tmp_path, batches + 1)
+    assert torn_states >= 4, "the crashes should have left torn writes behind for the next writer to clean"
+
+
+def test_writers_killed_by_sigkill_at_random_moments_lose_nothing(tmp_path):
+    rng = np.random.default_rng(11)
+    batches = 0
+    for attempt in range(5):
+        child = run_writer(tmp_path, batches)
+        reported = committed_batches(child, 1 + attempt % 3)
+        time.sleep(float(rng.uniform(0.0, 0.05)))  # land somewhere inside the next add_documents
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        assert reported, "the writer committed nothing in 60 s"
+        batches = assert_last_committed_state(tmp_path, batches + len(reported))
+
+
+def test_damaged_indexes_are_named(corpus, tmp_path):
+    ids, embeddings, _ = corpus
+    index = indexes.Voyager(index_folder=tmp_path, index_name="i", override=True)
+    index.add_documents(ids[:30], embeddings[:30])
+    index.close()
+    manifest = json.loads((tmp_path / "i" / "manifest.json").read_text())
+    tokens = tmp_path / "i" / manifest["files"]["tokens"]
+    tokens.write_bytes(tokens.read_bytes()[:100])
+    with pytest.raises(IndexCorruptError, match="the manifest commits"):
+        indexes.Voyager(index_folder=tmp_path, index_name="i")
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "something.bin").write_bytes(b"x")
+    with pytest.raises(IndexCorruptError, match="no manifest.json"):
+        indexes.Exact(index_folder=tmp_path, index_name="stray")
+
+
+def test_rerank_orders_each_querys_candidates(corpus):
+    ids, embeddings, queries = corpus
+    candidates = [[ids[0], ids[5], ids[9]], [ids[2]], []]
+    candidate_embeddings = [[embeddings[0], embeddings[5], embeddings[9]], [embeddings[2]], []]
+    result = rank.rerank(documents_ids=candidates, queries_embeddings=queries[:3], documents_embeddings=candidate_embeddings)
+    expected = sorted(((i, reference_maxsim(queries[0], e)) for i, e in zip(candidates[0], candidate_embeddings[0])),
+                      key=lambda pair: -pair[1])
+    assert [h["id"] for h in result[0]] == [i for i, _ in expected]
+    assert [h["score"] for h in result[0]] == pytest.approx([s for _, s in expected], abs=1e-5)
+    assert result[1] == [{"id": ids[2], "score": pytest.approx(reference_maxsim(queries[1], embeddings[2]), abs=1e-5)}]
+    assert result[2] == []
+    with pytest.raises(ValueError, match="one of each per query"):
+        rank.rerank(documents_ids=candidates[:2], queries_embeddings=queries[:3], documents_embeddings=candidate_embeddings)
