@@ -22,7 +22,7 @@ export UV_LINK_MODE ?= copy
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)" uv
-	$(VENV)/bin/uv pip install --quiet --python $(PY) --compile-bytecode -e ".[test]"
+	$(VENV)/bin/uv pip install --quiet --python $(PY) --compile-bytecode -e ".[test,bench]"
 	touch $@
 
 # A separate environment with PyLate (it pins sentence-transformers 5.x), used only for parity

@@ -25,9 +25,12 @@ index.add_documents(documents_ids=ids, documents_embeddings=documents)
 build_seconds = time.perf_counter() - started
 retriever = retrieve.ColBERT(index=index)
 retriever.retrieve(queries_embeddings=queries[:2], k=10)
-started = time.perf_counter()
-results = retriever.retrieve(queries_embeddings=queries, k=10)
-query_ms = (time.perf_counter() - started) * 1000 / len(queries)
+timings = []
+for _ in range(3):  # best of three, as benchmarks/index.py does for workbench (best of five)
+    started = time.perf_counter()
+    results = retriever.retrieve(queries_embeddings=queries, k=10)
+    timings.append((time.perf_counter() - started) * 1000 / len(queries))
+query_ms = min(timings)
 print(json.dumps({
     "build_seconds": build_seconds,
     "bytes_on_disk": sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()),

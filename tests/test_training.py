@@ -1,0 +1,215 @@
+"""Losses, collator, evaluator and trainer glue; training-set building; multi-process training."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+from sentence_transformers import CrossEncoder, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+
+from conftest import reference_maxsim
+from workbench import evaluation, losses, models, training_sets, utils
+
+ROWS = [
+    {"query": "what is the capital of france", "positive": "paris is the capital of france",
+     "negative": "berlin is the capital of germany"},
+    {"query": "how do plants make energy", "positive": "photosynthesis turns light into sugar",
+     "negative": "engines burn fuel to make energy"},
+    {"query": "who painted the mona lisa", "positive": "leonardo da vinci painted the mona lisa",
+     "negative": "picasso painted guernica"},
+    {"query": "when did world war two end", "positive": "the second world war ended in 1945",
+     "negative": "the first world war ended in 1918"},
+] * 4
+
+
+def fresh_colbert(minilm_path, seed=0):
+    torch.manual_seed(seed)
+    return models.ColBERT(model_name_or_path=minilm_path, device="cpu")
+
+
+def training_args(output_dir, **overrides):
+    settings = dict(output_dir=str(output_dir), num_train_epochs=1, per_device_train_batch_size=4, report_to=[],
+                    logging_steps=1, seed=0, data_seed=0, save_strategy="no", use_cpu=True, disable_tqdm=True)
+    return SentenceTransformerTrainingArguments(**(settings | overrides))
+
+
+def test_seed_readme_training_example_runs_with_workbench(minilm_path, tmp_path):
+    model = fresh_colbert(minilm_path)
+    dataset = Dataset.from_list(ROWS)
+    train_dataset, eval_dataset = dataset.train_test_split(test_size=0.25, seed=21).values()
+    train_loss = losses.Contrastive(model=model)
+    args = training_args(tmp_path / "colbert-training", eval_strategy="steps", eval_steps=0.5, learning_rate=3e-5)
+    dev_evaluator = evaluation.ColBERTTripletEvaluator(
+        anchors=eval_dataset["query"], positives=eval_dataset["positive"], negatives=eval_dataset["negative"]
+    )
+    trainer = SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset, loss=train_loss,
+        evaluator=dev_evaluator, data_collator=utils.ColBERTCollator(tokenize_fn=model.tokenize),
+    )
+    trainer.train()
+    history = trainer.state.log_history
+    assert all(math.isfinite(entry["loss"]) for entry in history if "loss" in entry)
+    accuracies = [entry["eval_accuracy"] for entry in history if "eval_accuracy" in entry]
+    assert accuracies and all(0.0 <= a <= 1.0 for a in accuracies)
+    model.save_pretrained(str(tmp_path / "custom-colbert-model"))
+    reloaded = models.ColBERT(model_name_or_path=str(tmp_path / "custom-colbert-model"), device="cpu")
+    np.testing.assert_allclose(reloaded.encode(["paris"], is_query=True)[0], model.encode(["paris"], is_query=True)[0],
+                               atol=1e-6)
+
+
+def test_training_without_colberts_collator_is_refused(minilm_colbert, tmp_path):
+    trainer = SentenceTransformerTrainer(model=minilm_colbert, args=training_args(tmp_path), train_dataset=Dataset.from_list(ROWS),
+                                         loss=losses.Contrastive(model=minilm_colbert))
+    with pytest.raises(ValueError, match=r"not marked as a query.*ColBERTCollator"):
+        trainer.train()
+
+
+def test_collator_marks_expands_and_stamps_tasks(minilm_colbert):
+    collator = utils.ColBERTCollator(tokenize_fn=minilm_colbert.tokenize)
+    batch = collator([{"query": "short", "positive": "a document", "scores": [1.0, 0.5]}] * 2)
+    tokenizer = minilm_colbert.tokenizer
+    assert tokenizer.convert_ids_to_tokens(batch["query_input_ids"][0])[:2] == ["[CLS]", "[Q]"]
+    assert batch["query_input_ids"].shape[1] == 32
+    assert tokenizer.convert_ids_to_tokens(batch["positive_input_ids"][0])[:2] == ["[CLS]", "[D]"]
+    assert (batch["query_task"], batch["positive_task"]) == ("query", "document")
+    assert batch["label"].tolist() == [[1.0, 0.5], [1.0, 0.5]]
+
+
+def embeddings_for(model, rows):
+    queries = model.encode([r["query"] for r in rows], is_query=True)
+    positives = model.encode([r["positive"] for r in rows], is_query=False)
+    negatives = model.encode([r["negative"] for r in rows], is_query=False)
+    return queries, positives, negatives
+
+
+def loss_value(model, loss, rows, labels=None):
+    batch = utils.ColBERTCollator(tokenize_fn=model.tokenize)(rows)
+    columns = [c for c in rows[0] if c not in ("label", "scores")]
+    features = [{key.removeprefix(f"{c}_"): value for key, value in batch.items() if key.startswith(f"{c}_")}
+                for c in columns]
+    model.eval()
+    with torch.no_grad():
+        return float(loss(features, batch.get("label") if labels is None else labels))
+
+
+def test_contrastive_is_cross_entropy_over_in_batch_and_hard_negatives(minilm_colbert):
+    rows = ROWS[:4]
+    queries, positives, negatives = embeddings_for(minilm_colbert, rows)
+    documents = positives + negatives
+    scores = np.array([[reference_maxsim(q, d) for d in documents] for q in queries]) / 0.5
+    expected = np.mean([np.log(np.exp(row).sum()) - row[i] for i, row in enumerate(scores)])
+    value = loss_value(minilm_colbert, losses.Contrastive(model=minilm_colbert, temperature=0.5), rows)
+    assert value == pytest.approx(expected, abs=1e-3)
+    cached = loss_value(minilm_colbert, losses.CachedContrastive(model=minilm_colbert, temperature=0.5, mini_batch_size=2), rows)
+    assert cached == pytest.approx(expected, abs=1e-3)
+
+
+def test_distillation_is_kl_to_the_teacher_with_normalised_student_scores(minilm_colbert):
+    rows = [{"query": r["query"], "positive": r["positive"], "negative": r["negative"]} for r in ROWS[:3]]
+    teacher = torch.tensor([[3.0, -1.0], [2.0, 0.5], [0.0, 1.0]])
+    queries, positives, negatives = embeddings_for(minilm_colbert, rows)
+    student = np.array([[reference_maxsim(q, p) / len(q), reference_maxsim(q, n) / len(q)]
+                        for q, p, n in zip(queries, positives, negatives)])
+    target = torch.softmax(teacher, dim=1).numpy()
+    log_student = student - np.log(np.exp(student).sum(axis=1, keepdims=True))
+    expected = np.mean(np.sum(target * (np.log(target) - log_student), axis=1))
+    value = loss_value(minilm_colbert, losses.Distillation(model=minilm_colbert), rows, labels=teacher)
+    assert value == pytest.approx(expected, abs=1e-4)
+
+
+def test_kd_processing_joins_ids_with_texts():
+    rows = {"query_id": ["q1"], "document_ids": [["d2", "d1", "d3"]], "scores": [[0.9, 0.1, 0.3]]}
+    queries = Dataset.from_dict({"query_id": ["q1"], "text": ["the query"]})
+    documents = {"d1": "one", "d2": "two", "d3": "three"}
+    joined = utils.KDProcessing(queries=queries, documents=documents, n_ways=2).transform(rows)
+    assert joined == {"query": ["the query"], "document_0": ["two"], "document_1": ["one"], "scores": [[0.9, 0.1]]}
+    with pytest.raises(ValueError, match="needs columns"):
+        utils.KDProcessing(queries=Dataset.from_dict({"id": ["q1"], "text": ["x"]}), documents=documents)
+
+
+def test_the_same_seed_gives_the_same_loss_curve(minilm_path, tmp_path):
+    curves = []
+    for run in range(2):
+        model = fresh_colbert(minilm_path)
+        trainer = SentenceTransformerTrainer(
+            model=model, args=training_args(tmp_path / f"run{run}", max_steps=3), train_dataset=Dataset.from_list(ROWS),
+            loss=losses.Contrastive(model=model), data_collator=utils.ColBERTCollator(tokenize_fn=model.tokenize),
+        )
+        trainer.train()
+        curves.append([entry["loss"] for entry in trainer.state.log_history if "loss" in entry])
+    assert len(curves[0]) == 3 and curves[0] == curves[1]
+
+
+def test_docstring_collection_is_real_split_by_module_and_consistent():
+    train, test = training_sets.docstring_collection()
+    assert len(train.queries) >= 300 and len(test.queries) >= 60
+
+    def modules(collection):
+        return {max((m for m in training_sets.DOCSTRING_MODULES if i.startswith(m + ".")), key=len)
+                for i in collection.corpus}
+
+    assert modules(train) and modules(test) and not modules(train) & modules(test), "a module feeds both splits"
+    for collection in (train, test):
+        for query_id, judged in collection.qrels.items():
+            (document_id,) = judged
+            assert document_id in collection.corpus and query_id in collection.queries
+            assert collection.queries[query_id] not in collection.corpus[document_id], "the query text must not be in its document"
+    assert not set(train.corpus) & set(test.corpus)
+
+
+def test_bm25_negatives_are_never_relevant(tmp_path):
+    train, _ = training_sets.docstring_collection()
+    triplets = training_sets.bm25_negatives(train, n_negatives=2, seed=1)
+    assert training_sets.triplet_columns(triplets) == ["query", "positive", "negative_1", "negative_2"]
+    for row in triplets.select(range(50)):
+        assert row["positive_id"] in train.qrels[row["query_id"]]
+        assert not set(row["negative_ids"]) & set(train.qrels[row["query_id"]])
+        assert row["negative_1"] == train.corpus[row["negative_ids"][0]]
+    again = training_sets.bm25_negatives(train, n_negatives=2, seed=1)
+    assert again["negative_ids"] == triplets["negative_ids"], "mining is reproducible"
+
+
+def test_pseudo_queries_are_titles_or_spans_of_their_document():
+    corpus = {"a": " ".join(f"w{i}" for i in range(40)), "b": "too short"}
+    queries, qrels = training_sets.pseudo_queries(corpus, strategy="crop", seed=3)
+    assert list(queries) == ["pq:a"] and qrels == {"pq:a": {"a": 1}}
+    assert queries["pq:a"] in corpus["a"] and 5 <= len(queries["pq:a"].split()) <= 12
+    titled, _ = training_sets.pseudo_queries(corpus, titles={"b": "B title"}, strategy="title")
+    assert titled == {"pq:b": "B title"}
+
+
+def test_teacher_scores_keep_the_positive_first(minilm_path, minilm_colbert):
+    train, _ = training_sets.docstring_collection()
+    triplets = training_sets.bm25_negatives(train, n_negatives=2).select(range(4))
+    teacher = CrossEncoder(minilm_path, num_labels=1, device="cpu")  # untrained head: bookkeeping is what is tested
+    rows, queries, documents = training_sets.teacher_scores(triplets, teacher)
+    texts = dict(zip(documents["document_id"], documents["text"]))
+    for row, triplet in zip(rows, triplets):
+        assert row["document_ids"] == [triplet["positive_id"], *triplet["negative_ids"]]
+        pairs = [(triplet["query"], texts[d]) for d in row["document_ids"]]
+        direct = teacher.predict(pairs, activation_fn=torch.nn.Identity())
+        np.testing.assert_allclose(row["scores"], direct, atol=1e-5)
+    colbert_rows, _, _ = training_sets.teacher_scores(triplets, minilm_colbert)
+    first = colbert_rows[0]
+    q = minilm_colbert.encode([triplets[0]["query"]], is_query=True)[0]
+    d = minilm_colbert.encode([texts[first["document_ids"][1]]], is_query=False)[0]
+    assert first["scores"][1] == pytest.approx(reference_maxsim(q, d), abs=1e-3)
+
+
+def test_two_process_training_under_torchrun(tmp_path):
+    script = Path(__file__).with_name("ddp_train.py")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", str(script), str(tmp_path)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    reports = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert all(r["world_size"] == 2 and r["finite"] and len(r["losses"]) >= 1 for r in reports)
+    reloaded = models.ColBERT(model_name_or_path=str(tmp_path / "model"), device="cpu")
+    assert reloaded.encode(["a query"], is_query=True)[0].shape == (32, 128)

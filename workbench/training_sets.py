@@ -1,0 +1,272 @@
+"""Building training sets from collections: the embedded default data, negatives, teacher scores.
+
+- :func:`docstring_collection`: the embedded default retrieval set, built offline from the Python
+  standard library's docstrings (every installation has them): a function's or class's summary
+  line is the query, the rest of its docstring is the relevant document (titled with its qualified
+  name). The query is the docstring's first sentence, the document what follows it. Split by module,
+  so no module has queries in both splits.
+- :func:`pseudo_queries`: queries for a corpus that has none: titles, or Contriever-style
+  independent cropping (a random span of the document is the query).
+- :func:`bm25_negatives` (bm25s) and :func:`model_negatives` (any ColBERT): hard negatives mined for
+  each query, relevant documents excluded; the result is a ``datasets.Dataset`` of
+  ``query, positive, negative_1 ... negative_n`` rows, ready for :class:`workbench.losses.Contrastive`.
+- :func:`teacher_scores`: a teacher (a ``sentence_transformers.CrossEncoder`` or a ColBERT) scores
+  each query against its positive and its negatives, giving PyLate-style distillation rows
+  ``query_id, document_ids, scores`` plus the query and document tables
+  (:class:`workbench.utils.KDProcessing` joins them back for training).
+
+Example::
+
+    from workbench import training_sets
+
+    train, test = training_sets.docstring_collection()
+    triplets = training_sets.bm25_negatives(train, n_negatives=1)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import random
+import re
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from workbench.data import Collection
+
+# Standard-library modules with rich docstrings; every Python installation has them.
+DOCSTRING_MODULES = (
+    "argparse", "ast", "asyncio", "base64", "bisect", "calendar", "cmd", "codecs", "collections",
+    "concurrent.futures", "configparser", "contextlib", "copy", "csv", "dataclasses", "datetime", "decimal",
+    "difflib", "dis", "doctest", "email.message", "email.utils", "enum", "filecmp", "fnmatch", "fractions",
+    "ftplib", "functools", "getopt", "gettext", "glob", "gzip", "hashlib", "heapq", "hmac", "html",
+    "html.parser", "http.client", "http.cookiejar", "http.server", "imaplib", "importlib", "inspect", "io",
+    "ipaddress", "itertools", "json", "linecache", "locale", "logging", "logging.handlers", "lzma", "mailbox",
+    "mimetypes", "multiprocessing", "netrc", "numbers", "operator", "optparse", "os", "pathlib", "pdb",
+    "pickle", "pkgutil", "platform", "plistlib", "poplib", "pprint", "pstats", "queue", "quopri", "random",
+    "re", "reprlib", "sched", "secrets", "selectors", "shelve", "shlex", "shutil", "smtplib", "socket",
+    "socketserver", "sqlite3", "ssl", "statistics", "string", "struct", "subprocess", "sysconfig", "tarfile",
+    "tempfile", "textwrap", "threading", "timeit", "tokenize", "trace", "traceback", "types", "typing",
+    "unittest", "urllib.parse", "urllib.request", "uuid", "warnings", "wave", "weakref", "xml.dom.minidom",
+    "xml.etree.ElementTree", "zipfile", "zoneinfo",
+)
+
+
+def docstring_collection(test_fraction: float = 0.2, min_summary_words: int = 4,
+                         min_document_words: int = 12) -> tuple[Collection, Collection]:
+    """The embedded default data: (train, test) collections from standard-library docstrings.
+
+    Query: a docstring's first sentence; relevant document: the rest of it, titled with the
+    qualified name. Only summaries of at least ``min_summary_words`` and documents of at least
+    ``min_document_words`` words are kept.
+
+    A module goes to the test split when a hash of its name says so (stable across runs and
+    machines); documents whose text appears twice (inherited docstrings) are kept once.
+    """
+    splits: dict[str, tuple[dict, dict, dict, dict]] = {"train": ({}, {}, {}, {}), "test": ({}, {}, {}, {})}
+    seen_texts: set[str] = set()
+    for module_name in DOCSTRING_MODULES:
+        module = _import_quietly(module_name)
+        if module is None:
+            continue
+        bucket = int(hashlib.sha1(module_name.encode()).hexdigest(), 16) % 1000 / 1000
+        corpus, titles, queries, qrels = splits["test" if bucket < test_fraction else "train"]
+        for qualified_name, docstring in _docstrings(module, module_name):
+            summary, body = _split_summary(docstring)
+            if len(summary.split()) < min_summary_words or len(body.split()) < min_document_words:
+                continue
+            if body in seen_texts:
+                continue
+            seen_texts.add(body)
+            identifier = qualified_name
+            corpus[identifier] = f"{qualified_name} {body}"
+            titles[identifier] = qualified_name
+            queries[f"q:{identifier}"] = summary
+            qrels[f"q:{identifier}"] = {identifier: 1}
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    return tuple(
+        Collection(f"docstrings-{name}-py{python}", corpus, queries, qrels, titles)
+        for name, (corpus, titles, queries, qrels) in splits.items()
+    )
+
+
+def _split_summary(docstring: str) -> tuple[str, str]:
+    """The docstring's first sentence, and everything after it (whitespace folded)."""
+    text = " ".join(docstring.split())
+    match = re.search(r"(?<=[.!?])\s+(?=[A-Z(`'\"])", text)
+    if match is None:
+        return text, ""
+    return text[: match.start()], text[match.end() :]
+
+
+def _import_quietly(name: str):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return importlib.import_module(name)
+        except Exception:  # a module missing from a trimmed installation is simply left out
+            return None
+
+
+def _docstrings(module, module_name: str):
+    """(qualified name, cleaned docstring) of the public functions, classes and methods defined in ``module``."""
+    for name, value in sorted(vars(module).items()):
+        if name.startswith("_") or getattr(value, "__module__", None) != module.__name__:
+            continue
+        if inspect.isfunction(value) or inspect.isclass(value):
+            doc = inspect.getdoc(value)
+            if doc:
+                yield f"{module_name}.{name}", doc
+        if inspect.isclass(value):
+            for method_name, method in sorted(vars(value).items()):
+                if method_name.startswith("_") or not inspect.isfunction(method):
+                    continue
+                doc = inspect.getdoc(method)
+                if doc:
+                    yield f"{module_name}.{name}.{method_name}", doc
+
+
+def pseudo_queries(corpus: dict[str, str], titles: dict[str, str] | None = None, strategy: str = "crop",
+                   min_words: int = 5, max_words: int = 12, seed: int = 0) -> tuple[dict[str, str], dict]:
+    """Queries and qrels for a corpus without queries.
+
+    ``strategy="title"``: each titled document's title is its query. ``strategy="crop"``: an
+    independent random span of ``min_words`` to ``max_words`` words of each document (Contriever).
+    """
+    rng = random.Random(seed)
+    queries, qrels = {}, {}
+    for document_id, text in corpus.items():
+        if strategy == "title":
+            if not titles or not titles.get(document_id):
+                continue
+            query = titles[document_id]
+        elif strategy == "crop":
+            words = text.split()
+            if len(words) < min_words * 2:
+                continue
+            length = rng.randint(min_words, min(max_words, len(words) // 2))
+            start = rng.randint(0, len(words) - length)
+            query = " ".join(words[start : start + length])
+        else:
+            raise ValueError(f"strategy must be 'title' or 'crop', got {strategy!r}.")
+        queries[f"pq:{document_id}"] = query
+        qrels[f"pq:{document_id}"] = {document_id: 1}
+    return queries, qrels
+
+
+def bm25_negatives(collection: Collection, n_negatives: int = 1, depth: int = 30, seed: int = 0):
+    """A Dataset of ``query, positive, negative_1..n``: BM25's top documents that are not relevant.
+
+    Negatives are drawn at random from BM25's top ``depth`` non-relevant documents (seeded), which
+    avoids always taking the single closest one (often an unjudged positive).
+    """
+    import bm25s
+
+    document_ids = list(collection.corpus)
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize([collection.corpus[i] for i in document_ids], stopwords="en", show_progress=False),
+                    show_progress=False)
+    query_ids = list(collection.judged_queries)
+    ranked, _ = retriever.retrieve(
+        bm25s.tokenize([collection.queries[q] for q in query_ids], stopwords="en", show_progress=False),
+        k=min(depth + 10, len(document_ids)), show_progress=False, n_threads=1,
+    )
+    ranking = {q: [document_ids[j] for j in row] for q, row in zip(query_ids, ranked)}
+    return _triplets(collection, ranking, n_negatives, depth, seed)
+
+
+def model_negatives(collection: Collection, model, n_negatives: int = 1, depth: int = 30, seed: int = 0,
+                    batch_size: int = 32):
+    """Like :func:`bm25_negatives`, with a ColBERT model's exact MaxSim ranking as the miner."""
+    from workbench.scores import colbert_scores, pack
+
+    document_ids = list(collection.corpus)
+    query_ids = list(collection.judged_queries)
+    documents = pack(model.encode([collection.corpus[i] for i in document_ids], is_query=False,
+                                  batch_size=batch_size, show_progress_bar=True))
+    queries = model.encode([collection.queries[q] for q in query_ids], is_query=True, batch_size=batch_size)
+    scores = colbert_scores(queries, documents).numpy()
+    top = np.argsort(-scores, axis=1)[:, : depth + 10]
+    ranking = {q: [document_ids[j] for j in row] for q, row in zip(query_ids, top)}
+    return _triplets(collection, ranking, n_negatives, depth, seed)
+
+
+def _triplets(collection: Collection, ranking: dict[str, list[str]], n_negatives: int, depth: int, seed: int):
+    from datasets import Dataset
+
+    if n_negatives < 1:
+        raise ValueError(f"n_negatives must be at least 1, got {n_negatives}.")
+    rng = random.Random(seed)
+    rows = []
+    for query_id, ranked in ranking.items():
+        relevant = {d for d, grade in collection.qrels[query_id].items() if grade >= 1}
+        pool = [d for d in ranked if d not in relevant][:depth]
+        if len(pool) < n_negatives:
+            continue
+        negatives = rng.sample(pool, n_negatives)
+        for positive in sorted(relevant & collection.corpus.keys()):
+            row = {"query_id": query_id, "query": collection.queries[query_id], "positive": collection.corpus[positive]}
+            row.update({f"negative_{i + 1}": collection.corpus[d] for i, d in enumerate(negatives)})
+            row["positive_id"], row["negative_ids"] = positive, negatives
+            rows.append(row)
+    return Dataset.from_list(rows)
+
+
+def teacher_scores(triplets, teacher: Any, batch_size: int = 32):
+    """Distillation rows from a triplet Dataset (with ``positive_id`` and ``negative_ids``), scored by a teacher.
+
+    ``teacher`` is a ``sentence_transformers.CrossEncoder`` (scores each (query, document) pair) or
+    a :class:`workbench.models.ColBERT` (exact MaxSim). Returns ``(rows, queries, documents)``:
+    ``rows`` has ``query_id``, ``document_ids`` (positive first) and ``scores``; ``queries`` and
+    ``documents`` are tables with ``query_id``/``document_id`` and ``text``.
+    """
+    from datasets import Dataset
+
+    negative_columns = sorted(c for c in triplets.column_names if re.fullmatch(r"negative_\d+", c))
+    if "positive_id" not in triplets.column_names or "negative_ids" not in triplets.column_names:
+        raise ValueError("teacher_scores needs the positive_id and negative_ids columns that the miners write.")
+    pairs, document_texts, query_texts = [], {}, {}
+    for row in triplets:
+        query_texts[row["query_id"]] = row["query"]
+        ids = [row["positive_id"], *row["negative_ids"]]
+        texts = [row["positive"], *(row[c] for c in negative_columns)]
+        document_texts.update(zip(ids, texts))
+        pairs.extend((row["query"], text) for text in texts)
+    scores = _score_pairs(teacher, pairs, batch_size)
+    ways = 1 + len(negative_columns)
+    rows = [
+        {"query_id": row["query_id"], "document_ids": [row["positive_id"], *row["negative_ids"]],
+         "scores": [float(s) for s in scores[i * ways : (i + 1) * ways]]}
+        for i, row in enumerate(triplets)
+    ]
+    queries = Dataset.from_dict({"query_id": list(query_texts), "text": list(query_texts.values())})
+    documents = Dataset.from_dict({"document_id": list(document_texts), "text": list(document_texts.values())})
+    return Dataset.from_list(rows), queries, documents
+
+
+def _score_pairs(teacher: Any, pairs: Sequence[tuple[str, str]], batch_size: int) -> np.ndarray:
+    from sentence_transformers import CrossEncoder
+
+    if isinstance(teacher, CrossEncoder):
+        import torch
+
+        # Raw logits: a sigmoid squeezes scores towards 0 and 1 and flattens the teacher's softmax.
+        logits = teacher.predict(list(pairs), batch_size=batch_size, show_progress_bar=True,
+                                 activation_fn=torch.nn.Identity())
+        return np.asarray(logits, dtype=np.float32)
+    from workbench.scores import colbert_scores_pairwise
+
+    queries = teacher.encode([q for q, _ in pairs], is_query=True, batch_size=batch_size)
+    documents = teacher.encode([d for _, d in pairs], is_query=False, batch_size=batch_size, show_progress_bar=True)
+    return colbert_scores_pairwise(queries, documents).numpy()
+
+
+def triplet_columns(triplets) -> list[str]:
+    """The text columns a contrastive loss trains on, in order (ids dropped)."""
+    return [c for c in triplets.column_names if c == "query" or c == "positive" or re.fullmatch(r"negative_\d+", c)]

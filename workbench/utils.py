@@ -1,0 +1,85 @@
+"""Training glue: the collator that tokenises ColBERT columns, and distillation rows joined on the fly.
+
+Example (PyLate's README, unchanged but for the import)::
+
+    from sentence_transformers import SentenceTransformerTrainer
+    from workbench import losses, models, utils
+
+    model = models.ColBERT(model_name_or_path="sentence-transformers/all-MiniLM-L6-v2")
+    trainer = SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=train_dataset, loss=losses.Contrastive(model=model),
+        data_collator=utils.ColBERTCollator(tokenize_fn=model.tokenize),
+    )
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sentence_transformers.multi_vector_encoder import MultiVectorEncoderDataCollator
+
+LABEL_COLUMNS = ("label", "scores")
+
+
+class ColBERTCollator:
+    """Tokenise a batch of rows: the first text column as queries, the others as documents.
+
+    ``tokenize_fn`` is ``model.tokenize`` (it marks, expands and truncates as the model does).
+    A ``label`` or ``scores`` column (teacher scores, for distillation) becomes the batch's label.
+    Each column is stamped with its task, so the model's mask (expansion, skiplist) applies.
+    """
+
+    def __init__(self, tokenize_fn: Callable[..., dict], valid_label_columns: Sequence[str] = LABEL_COLUMNS) -> None:
+        self.tokenize_fn = tokenize_fn
+        self.valid_label_columns = list(valid_label_columns)
+        self._collator = MultiVectorEncoderDataCollator(
+            preprocess_fn=self._tokenize, valid_label_columns=self.valid_label_columns
+        )
+
+    def _tokenize(self, texts: list[str], prompt: str | None = None, task: str | None = None, **kwargs: Any) -> dict:
+        if prompt:
+            raise ValueError(
+                f"The trainer passed the prompt {prompt!r}: ColBERT models carry their markers themselves. "
+                "Remove `prompts` from the training arguments."
+            )
+        return self.tokenize_fn(texts, is_query=task == "query", **kwargs)
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._collator(features)
+
+
+class KDProcessing:
+    """Join distillation rows with query and document tables, as a ``datasets`` transform.
+
+    Rows hold ``query_id``, ``document_ids`` (n ids) and ``scores`` (n teacher scores); ``queries``
+    and ``documents`` are tables with ``query_id``/``text`` and ``document_id``/``text`` columns
+    (or dicts from id to text). The transform yields ``query``, ``document_0`` ... ``document_{n-1}``
+    and ``scores``: the columns :class:`workbench.losses.Distillation` trains on.
+
+    Example::
+
+        train = train.set_transform(utils.KDProcessing(queries=queries, documents=documents).transform)
+    """
+
+    def __init__(self, queries: Any, documents: Any, n_ways: int | None = None) -> None:
+        self.queries = _as_mapping(queries, "query_id")
+        self.documents = _as_mapping(documents, "document_id")
+        self.n_ways = n_ways
+
+    def transform(self, rows: dict[str, list]) -> dict[str, list]:
+        ways = self.n_ways or min(len(ids) for ids in rows["document_ids"])
+        out: dict[str, list] = {"query": [self.queries[str(q)] for q in rows["query_id"]]}
+        for position in range(ways):
+            out[f"document_{position}"] = [self.documents[str(ids[position])] for ids in rows["document_ids"]]
+        out["scores"] = [list(scores[:ways]) for scores in rows["scores"]]
+        return out
+
+
+def _as_mapping(table: Any, id_column: str) -> dict[str, str]:
+    if isinstance(table, dict):
+        return {str(key): value for key, value in table.items()}
+    missing = {id_column, "text"} - set(table.column_names)
+    if missing:
+        raise ValueError(f"The table needs columns {id_column!r} and 'text'; missing {sorted(missing)}.")
+    return {str(key): text for key, text in zip(table[id_column], table["text"])}
