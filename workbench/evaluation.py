@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
 from sentence_transformers.multi_vector_encoder.evaluation import MultiVectorTripletEvaluator
 
 from workbench import metrics
@@ -46,15 +47,114 @@ class ColBERTTripletEvaluator(MultiVectorTripletEvaluator):
 
 
 def evaluate_collection(model, collection: Collection, depth: int = 100, batch_size: int = 32,
-                        show_progress_bar: bool = False, relevance_level: int = 1) -> tuple[pd.DataFrame, dict]:
-    """Exact MaxSim search of the judged queries over the whole corpus; (metric table, run)."""
+                        show_progress_bar: bool = False, relevance_level: int = 1,
+                        index: str = "exact") -> tuple[pd.DataFrame, dict]:
+    """Search the judged queries over the whole corpus; (metric table, run).
+
+    ``index="exact"`` (default) scores every document with exact MaxSim; ``index="voyager"``
+    builds a :class:`workbench.indexes.Voyager` index in a temporary folder and retrieves from it.
+    """
     document_ids = list(collection.corpus)
     query_ids = list(collection.judged_queries)
-    documents = pack(model.encode([collection.corpus[i] for i in document_ids], is_query=False,
-                                  batch_size=batch_size, show_progress_bar=show_progress_bar))
+    documents = model.encode([collection.corpus[i] for i in document_ids], is_query=False,
+                             batch_size=batch_size, show_progress_bar=show_progress_bar)
     queries = model.encode([collection.queries[q] for q in query_ids], is_query=True, batch_size=batch_size)
-    scores = colbert_scores(queries, documents).numpy()
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
-    run = {q: {document_ids[j]: float(scores[i, j]) for j in top[i]} for i, q in enumerate(query_ids)}
+    if index == "exact":
+        scores = colbert_scores(queries, pack(documents)).numpy()
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
+        run = {q: {document_ids[j]: float(scores[i, j]) for j in top[i]} for i, q in enumerate(query_ids)}
+    elif index == "voyager":
+        import tempfile
+
+        from workbench import indexes, retrieve
+
+        with tempfile.TemporaryDirectory(prefix="workbench-eval-") as folder:
+            voyager = indexes.Voyager(index_folder=folder, index_name=collection.name, override=True)
+            voyager.add_documents(document_ids, documents)
+            run = metrics.run_from_results(query_ids, retrieve.ColBERT(voyager).retrieve(queries, k=depth))
+            voyager.close()
+    else:
+        raise ValueError(f"index must be 'exact' or 'voyager', got {index!r}.")
     table = metrics.evaluate(collection.qrels, run, relevance_level=relevance_level, name=collection.name)
     return table, run
+
+
+class ColBERTInformationRetrievalEvaluator(BaseEvaluator):
+    """Retrieval metrics of a ColBERT on one collection, standalone or during training.
+
+    Give a :class:`~workbench.data.Collection`, or PyLate's ``queries``/``corpus``/``relevant_docs``
+    dicts. Calling it returns ``{"<name>_MaxSim_ndcg@10": ..., ...}`` (the seed metric set) with
+    ``MaxSim_ndcg@10`` as primary metric; ``.table`` and ``.run`` keep the last result.
+    """
+
+    def __init__(self, collection: Collection | None = None, *, queries: dict | None = None,
+                 corpus: dict | None = None, relevant_docs: dict | None = None, name: str | None = None,
+                 batch_size: int = 32, show_progress_bar: bool = False, index: str = "exact",
+                 relevance_level: int = 1) -> None:
+        super().__init__()
+        if collection is None:
+            if queries is None or corpus is None or relevant_docs is None:
+                raise ValueError("Give a collection, or queries, corpus and relevant_docs.")
+            qrels = {q: ({d: 1 for d in docs} if not isinstance(docs, dict) else dict(docs))
+                     for q, docs in relevant_docs.items()}
+            collection = Collection(name or "collection", dict(corpus), dict(queries), qrels)
+        self.collection = collection
+        self.name = name or collection.name
+        self.batch_size, self.show_progress_bar = batch_size, show_progress_bar
+        self.index, self.relevance_level = index, relevance_level
+        self.primary_metric = f"{metrics.SIMILARITY}_{metrics.PRIMARY_METRIC}"
+        self.table: pd.DataFrame | None = None
+        self.run: dict | None = None
+
+    def __call__(self, model, output_path: str | None = None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
+        self.table, self.run = evaluate_collection(
+            model, self.collection, batch_size=self.batch_size, show_progress_bar=self.show_progress_bar,
+            relevance_level=self.relevance_level, index=self.index,
+        )
+        results = {column: float(value) for column, value in self.table.iloc[0].items()}
+        results = self.prefix_name_to_metrics(results, self.name)
+        self.store_metrics_in_model_card_data(model, results, epoch, steps)
+        return results
+
+
+PyLateInformationRetrievalEvaluator = ColBERTInformationRetrievalEvaluator
+
+
+class NanoBEIREvaluator(BaseEvaluator):
+    """The NanoBEIR benchmark (or any subset of it, or local folders) with the seed metric set.
+
+    ``dataset_names``: NanoBEIR names (``"scifact"``, ``"NanoSciFact"``), hub ids, or local folders
+    in the NanoBEIR or BEIR layout; default: all 13 from the hub. Calling it evaluates each dataset
+    (exact search by default, ``index="voyager"`` on request) and returns
+    ``{"<dataset>_MaxSim_ndcg@10": ..., "NanoBEIR_mean_MaxSim_ndcg@10": ...}``; the primary metric
+    is the mean nDCG@10. ``.table`` holds one row per dataset and the mean row, as PyLate's cards
+    show them; ``.runs`` the runs.
+    """
+
+    def __init__(self, dataset_names: list[str] | None = None, batch_size: int = 32, show_progress_bar: bool = False,
+                 index: str = "exact", name: str = "NanoBEIR_mean") -> None:
+        super().__init__()
+        from workbench.data import NANOBEIR_DATASETS, load_nanobeir
+
+        names = dataset_names or list(NANOBEIR_DATASETS)
+        self.collections = [load_nanobeir(dataset) for dataset in names]
+        self.batch_size, self.show_progress_bar, self.index, self.name = batch_size, show_progress_bar, index, name
+        self.primary_metric = f"{name}_{metrics.SIMILARITY}_{metrics.PRIMARY_METRIC}"
+        self.table: pd.DataFrame | None = None
+        self.runs: dict[str, dict] = {}
+
+    def __call__(self, model, output_path: str | None = None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
+        from tqdm.auto import tqdm
+
+        rows = []
+        for collection in tqdm(self.collections, desc="NanoBEIR", disable=not self.show_progress_bar):
+            table, self.runs[collection.name] = evaluate_collection(
+                model, collection, batch_size=self.batch_size, index=self.index)
+            rows.append(table)
+        per_dataset = pd.concat(rows)
+        mean = per_dataset.mean().to_frame(self.name).T
+        self.table = pd.concat([per_dataset, mean])
+        results = {f"{row}_{column}": float(value)
+                   for row, values in self.table.iterrows() for column, value in values.items()}
+        self.store_metrics_in_model_card_data(model, results, epoch, steps)
+        return results

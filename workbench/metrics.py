@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import pandas as pd
@@ -52,13 +53,14 @@ SEED_METRICS = [
     ("map@100", "map@100"),
 ]
 PRIMARY_METRIC = "ndcg@10"
+SIMILARITY = "MaxSim"  # the prefix of metric names in PyLate's cards
 
 
 def evaluate(
     qrels: Mapping[str, Mapping[str, int]] | Any,
     run: Mapping[str, Mapping[str, float]] | Any,
     metrics: Sequence[tuple[str, str]] = SEED_METRICS,
-    prefix: str = "MaxSim",
+    prefix: str = SIMILARITY,
     relevance_level: int = 1,
     name: str | None = None,
 ) -> pd.DataFrame:
@@ -128,11 +130,87 @@ def _with_level(ranx_name: str, relevance_level: int) -> str:
 
 
 def _ranx_evaluate(qrels, run, metric_names: list[str]) -> dict[str, float]:
-    from numba.core.errors import NumbaTypeSafetyWarning
     from ranx import evaluate as ranx_evaluate
 
-    with warnings.catch_warnings():
-        # ranx casts its uint64 counters to int64 inside numba; harmless, and noisy in notebooks.
-        warnings.simplefilter("ignore", NumbaTypeSafetyWarning)
+    with _quiet_numba():
         values = ranx_evaluate(qrels, run, metric_names, make_comparable=True)
     return values if isinstance(values, dict) else {metric_names[0]: values}
+
+
+def compare(
+    qrels: Mapping[str, Mapping[str, int]],
+    runs: Mapping[str, Mapping[str, Mapping[str, float]]],
+    metrics: Sequence[str] = ("ndcg@10", "mrr@10", "map@100", "recall@100"),
+    baseline: str | None = None,
+    test: str = "student",
+    max_p: float = 0.05,
+    relevance_level: int = 1,
+) -> pd.DataFrame:
+    """Paired significance tests between runs (ranx ``compare``), as a table a reader can paste.
+
+    One row per run and a column per metric, plus ``significant vs <baseline>`` listing the
+    metrics on which the run differs from ``baseline`` (default: the first run) with p < ``max_p``
+    (``test``: ``"student"`` paired t-test, ``"fisher"`` randomisation, ``"tukey"``).
+    """
+    from ranx import compare as ranx_compare
+
+    names = list(runs)
+    baseline = baseline or names[0]
+    if baseline not in runs:
+        raise ValueError(f"baseline {baseline!r} is not one of the runs {names}.")
+    qrels_ranx = None
+    ranx_runs = []
+    for name in names:
+        qrels_ranx, run = comparable(qrels, runs[name])
+        run.name = name
+        ranx_runs.append(run)
+    ranx_metrics = [_with_level(metric, relevance_level) for metric in metrics]
+    with _quiet_numba():
+        report = ranx_compare(qrels_ranx, ranx_runs, ranx_metrics, stat_test=test, max_p=max_p, rounding_digits=4)
+    table = pd.DataFrame({name: {metric: report.results[name][ranx_name] for metric, ranx_name in zip(metrics, ranx_metrics)}
+                          for name in names}).T
+    column = f"significant vs {baseline} (p<{max_p})"
+    table[column] = [
+        "" if name == baseline else ", ".join(
+            metric for metric, ranx_name in zip(metrics, ranx_metrics)
+            if report.comparisons[name, baseline][ranx_name]["significant"]
+        ) or "none"
+        for name in names
+    ]
+    return table
+
+
+def fuse(runs: Sequence[Mapping[str, Mapping[str, float]]], method: str = "rrf", norm: str = "min-max",
+         params: dict | None = None) -> dict:
+    """Fuse runs (ranx ``fuse``: ``"rrf"``, ``"wsum"``, ``"combsum"``, ...) into one run dict."""
+    from ranx import Run
+    from ranx import fuse as ranx_fuse
+
+    with _quiet_numba():
+        fused = ranx_fuse([Run(dict(run)) for run in runs], norm=norm, method=method, params=params)
+    return {query_id: dict(scores) for query_id, scores in fused.to_dict().items()}
+
+
+def save_run(run: Mapping[str, Mapping[str, float]], path: str, name: str = "workbench") -> None:
+    """Write a run in TREC format (``qid Q0 docid rank score name``)."""
+    from ranx import Run
+
+    ranx_run = Run(dict(run), name=name)
+    ranx_run.save(str(path), kind="trec")
+
+
+def load_run(path: str) -> dict:
+    """Read a TREC-format run into a run dict."""
+    from ranx import Run
+
+    return {query_id: dict(scores) for query_id, scores in Run.from_file(str(path), kind="trec").to_dict().items()}
+
+
+@contextmanager
+def _quiet_numba():
+    """ranx casts its uint64 counters to int64 inside numba: harmless, and noisy in notebooks."""
+    from numba.core.errors import NumbaTypeSafetyWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NumbaTypeSafetyWarning)
+        yield

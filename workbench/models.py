@@ -102,6 +102,8 @@ class ColBERT(MultiVectorEncoder):
         given = {key: value for key, value in given.items() if value is not None}
         if self._built_from_base:
             self._configure({**DEFAULTS, **given}, building=True)
+            if not getattr(self.model_card_data, "base_model", None) and model_name_or_path:
+                self.model_card_data.base_model = _base_model_name(str(model_name_or_path))
         elif given:
             self._configure(given, building=False)
         self.to(self.device)
@@ -225,6 +227,12 @@ class ColBERT(MultiVectorEncoder):
         mask.skiplist_words = words
         mask.resolve_with_tokenizer(self.tokenizer)
 
+    def _create_model_card(self, path: str, model_name: str | None = None, train_datasets: Any = None) -> None:
+        """Write the workbench model card (README.md) when the model is saved."""
+        from workbench import cards
+
+        cards.save_card(self, path, model_id=model_name)
+
     # -- PyLate's encode -------------------------------------------------------------------------
 
     def encode(
@@ -296,3 +304,12 @@ def _check_texts(texts: Any) -> None:
             raise TypeError(f"Text {position} is {type(text).__name__}, not str.")
         if not text.strip():
             raise ValueError(f"Text {position} is empty: an empty text has no tokens to embed.")
+
+
+
+def _base_model_name(name_or_path: str) -> str:
+    """A hub id as given; for a local folder, its name (its config may name an ancestor model instead)."""
+    from pathlib import Path
+
+    path = Path(name_or_path)
+    return path.resolve().name if path.is_dir() else name_or_path

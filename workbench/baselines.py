@@ -1,0 +1,49 @@
+"""Baselines to put next to a ColBERT in the same table: BM25 and a single-vector model.
+
+Both return a run dict (query id -> {document id: score}, the top ``depth`` documents) for the
+judged queries of a :class:`~workbench.data.Collection`, ready for :func:`workbench.metrics.evaluate`
+and :func:`workbench.metrics.compare`.
+
+Example::
+
+    from workbench import baselines, data, metrics
+
+    collection = data.load_beir("../shared/data/msmarco-dl19-5k")
+    print(metrics.evaluate(collection.qrels, baselines.bm25_run(collection), prefix="BM25"))
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from workbench.data import Collection
+
+
+def bm25_run(collection: Collection, depth: int = 100) -> dict:
+    """BM25 (bm25s, English stopwords) over the corpus."""
+    import bm25s
+
+    document_ids = list(collection.corpus)
+    query_ids = list(collection.judged_queries)
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize([collection.corpus[i] for i in document_ids], stopwords="en", show_progress=False),
+                    show_progress=False)
+    indices, scores = retriever.retrieve(
+        bm25s.tokenize([collection.queries[q] for q in query_ids], stopwords="en", show_progress=False),
+        k=min(depth, len(document_ids)), show_progress=False, n_threads=1,
+    )
+    return {q: {document_ids[j]: float(s) for j, s in zip(row, row_scores)}
+            for q, row, row_scores in zip(query_ids, indices, scores)}
+
+
+def dense_run(model, collection: Collection, depth: int = 100, batch_size: int = 32) -> dict:
+    """A single-vector ``SentenceTransformer`` (cosine similarity) over the corpus."""
+    document_ids = list(collection.corpus)
+    query_ids = list(collection.judged_queries)
+    documents = model.encode([collection.corpus[i] for i in document_ids], batch_size=batch_size,
+                             normalize_embeddings=True, convert_to_numpy=True)
+    queries = model.encode([collection.queries[q] for q in query_ids], batch_size=batch_size,
+                           normalize_embeddings=True, convert_to_numpy=True)
+    scores = queries @ documents.T
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
+    return {q: {document_ids[j]: float(scores[i, j]) for j in top[i]} for i, q in enumerate(query_ids)}

@@ -1,0 +1,333 @@
+"""Model cards: a Hugging Face README with YAML front matter, written in the workbench's own words.
+
+What goes in: a :class:`workbench.models.ColBERT`, and optionally evaluation tables (a pandas table
+per evaluator, one row per dataset, as :class:`workbench.evaluation.NanoBEIREvaluator` and
+:class:`workbench.evaluation.ColBERTInformationRetrievalEvaluator` keep in ``.table``). What the
+trainer recorded (dataset sizes and token statistics, loss, hyperparameters, logs, versions) is
+read from ``model.model_card_data``; evaluators that ran during training are picked up too.
+
+What comes out: the card's text (:func:`render_card`), or a README.md (:func:`save_card`;
+``model.save_pretrained`` writes one as well). The front matter has ``model-index`` with one
+result block per dataset, whose values are exactly the evaluators' numbers.
+
+Example::
+
+    from workbench import cards, evaluation
+
+    evaluator = evaluation.NanoBEIREvaluator(dataset_names=["../shared/data/msmarco-dl19-5k"])
+    evaluator(model)
+    cards.save_card(model, "my-colbert", evaluations={"NanoBEIR": evaluator.table})
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from jinja2 import Environment
+
+from workbench import __version__, metrics
+
+COLBERT_CITATION = """@inproceedings{khattab2020colbert,
+    title = {ColBERT: Efficient and Effective Passage Search via Contextualized Late Interaction over BERT},
+    author = {Khattab, Omar and Zaharia, Matei},
+    booktitle = {Proceedings of the 43rd International ACM SIGIR Conference on Research and Development in Information Retrieval},
+    pages = {39--48},
+    year = {2020}
+}"""
+
+TEMPLATE = """---
+{{ front_matter }}---
+
+# {{ title }}
+
+A late-interaction (ColBERT) retrieval model{% if base_model %} built on [{{ base_model }}](https://huggingface.co/{{ base_model }}){% endif %}.
+It turns a text into one {{ dimension }}-dimensional vector per token; a query and a document are compared with
+MaxSim: each query token keeps its best match among the document's tokens, and the matches are summed.
+
+## Model details
+
+- **Model type:** ColBERT (late interaction), made with workbench {{ workbench_version }}
+- **Base model:** {{ base_model or "unknown" }}
+- **Document length:** {{ document_length }} tokens
+- **Query length:** {{ query_length }} tokens{% if expansion %} (short queries are padded with `[MASK]` up to that length){% endif %}
+- **Output dimensionality:** {{ dimension }} per token
+- **Similarity function:** MaxSim
+- **Query / document markers:** `{{ query_prefix }}` / `{{ document_prefix }}`
+- **Training datasets:** {{ training_datasets or "none recorded" }}
+- **Language:** {{ language or "unknown" }}
+- **Licence:** {{ license or "unknown" }}
+
+### Architecture
+
+```
+{{ architecture }}
+```
+
+## Usage
+
+Install the workbench from its repository (`make run` sets up `.venv`, or `pip install -e .`), then:
+
+### Index and retrieve
+
+```python
+from workbench import indexes, models, retrieve
+
+model = models.ColBERT(model_name_or_path="{{ model_id }}")
+index = indexes.Voyager(index_folder="my-index", index_name="index", override=True)
+documents_ids = ["1", "2", "3"]
+documents = ["first document", "second document", "third document"]
+index.add_documents(documents_ids=documents_ids,
+                    documents_embeddings=model.encode(documents, is_query=False, show_progress_bar=True))
+
+retriever = retrieve.ColBERT(index=index)
+queries_embeddings = model.encode(["a question about the third document"], is_query=True)
+print(retriever.retrieve(queries_embeddings=queries_embeddings, k=3))   # [[{"id": ..., "score": ...}, ...]]
+```
+
+The index can be reopened later with `indexes.Voyager(index_folder="my-index", index_name="index")`.
+
+### Rerank the output of another retriever
+
+```python
+from workbench import rank
+
+reranked = rank.rerank(
+    documents_ids=[["1", "3"]],
+    queries_embeddings=model.encode(["a question"], is_query=True),
+    documents_embeddings=[model.encode(["first document", "third document"], is_query=False)],
+)
+```
+
+## Evaluation
+{% if evaluations %}{% for evaluation in evaluations %}
+### {{ evaluation.name }}
+
+{{ evaluation.markdown }}
+{% endfor %}{% else %}
+No evaluation was recorded for this model.
+{% endif %}
+## Training details
+{% if datasets %}{% for dataset in datasets %}
+### Training dataset{% if dataset.name %}: {{ dataset.name }}{% endif %}
+
+- Size: {{ dataset.size }} rows
+- Columns: {{ dataset.columns }}
+- Token statistics over the first 1,000 rows:
+
+{{ dataset.stats_markdown }}
+{% if dataset.samples_markdown %}
+- Samples:
+
+{{ dataset.samples_markdown }}
+{% endif %}{% if dataset.loss %}
+- Loss: `{{ dataset.loss }}`{% if dataset.loss_parameters %} with parameters:
+
+```json
+{{ dataset.loss_parameters }}
+```
+{% endif %}{% endif %}
+{% endfor %}{% else %}
+No training was recorded by this model (for example, a converted checkpoint).
+{% endif %}{% if non_default_hyperparameters %}
+### Non-default hyperparameters
+
+{% for key, value in non_default_hyperparameters.items() %}- `{{ key }}`: {{ value }}
+{% endfor %}
+<details><summary>All hyperparameters</summary>
+
+{% for key, value in all_hyperparameters.items() %}- `{{ key }}`: {{ value }}
+{% endfor %}
+</details>
+{% endif %}{% if training_logs %}
+### Training logs
+
+{{ training_logs }}
+{% endif %}
+### Framework versions
+
+{% for name, version in versions.items() %}- {{ name }}: {{ version }}
+{% endfor %}
+## Citation
+
+### BibTeX
+{% for name, citation in citations.items() %}
+#### {{ name }}
+
+```bibtex
+{{ citation.strip() }}
+```
+{% endfor %}"""
+
+
+def evaluation_tables(model, evaluations: dict[str, pd.DataFrame] | None = None) -> dict[str, pd.DataFrame]:
+    """The given tables, else those of workbench evaluators recorded in ``model.model_card_data``."""
+    if evaluations:
+        return dict(evaluations)
+    found = {}
+    for evaluator in getattr(model.model_card_data, "eval_results_dict", {}) or {}:
+        table = getattr(evaluator, "table", None)
+        if isinstance(table, pd.DataFrame):
+            found[getattr(evaluator, "name", type(evaluator).__name__)] = table
+    return found
+
+
+def render_card(model, evaluations: dict[str, pd.DataFrame] | None = None, model_id: str | None = None,
+                title: str | None = None, language: str | list[str] | None = None, license: str | None = None) -> str:
+    """The card as Markdown text; see the module docstring."""
+    card_data = model.model_card_data
+    tables = evaluation_tables(model, evaluations)
+    base_model = getattr(card_data, "base_model", None)
+    language = language or (card_data.language or None)
+    license = license or card_data.license
+    datasets = [_dataset_section(entry) for entry in (card_data.train_datasets or [])]
+    training_datasets = ", ".join(d["name"] or f"unnamed ({d['size']} rows)" for d in datasets)
+    context = {
+        "front_matter": yaml.safe_dump(_front_matter(model, tables, base_model, language, license, model_id),
+                                       sort_keys=False, allow_unicode=True),
+        "title": title or (f"ColBERT model based on {base_model}" if base_model else "ColBERT model"),
+        "workbench_version": __version__,
+        "base_model": base_model,
+        "document_length": model.document_length,
+        "query_length": model.query_length,
+        "expansion": model.do_query_expansion,
+        "dimension": model.get_embedding_dimension(),
+        "query_prefix": model.query_prefix.strip(),
+        "document_prefix": model.document_prefix.strip(),
+        "training_datasets": training_datasets,
+        "language": ", ".join(language) if isinstance(language, list) else language,
+        "license": license,
+        "architecture": str(model),
+        "model_id": model_id or getattr(card_data, "model_id", None) or "path/to/this-model",
+        "evaluations": [{"name": name, "markdown": _metric_table(table)} for name, table in tables.items()],
+        "datasets": datasets,
+        "non_default_hyperparameters": card_data.non_default_hyperparameters or {},
+        "all_hyperparameters": card_data.all_hyperparameters or {},
+        "training_logs": _logs_table(card_data.training_logs),
+        "versions": _versions(),
+        "citations": {"ColBERT": COLBERT_CITATION, **(card_data.citations or {})},
+    }
+    return Environment(keep_trailing_newline=True).from_string(TEMPLATE).render(**context)
+
+
+def save_card(model, folder: str | Path, **options: Any) -> Path:
+    """Write the card as ``folder/README.md``."""
+    path = Path(folder) / "README.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_card(model, **options), encoding="utf-8")
+    return path
+
+
+def front_matter(card_text: str) -> dict:
+    """Parse the YAML front matter of a card."""
+    if not card_text.startswith("---\n"):
+        raise ValueError("The card has no YAML front matter.")
+    return yaml.safe_load(card_text.split("---\n", 2)[1])
+
+
+def _front_matter(model, tables, base_model, language, license, model_id) -> dict:
+    metric_names = [f"{metrics.SIMILARITY}_{display}" for display, _ in metrics.SEED_METRICS]
+    matter: dict[str, Any] = {}
+    if language:
+        matter["language"] = language if isinstance(language, list) else [language]
+    matter["tags"] = ["ColBERT", "workbench", "sentence-transformers", "sentence-similarity", "feature-extraction"]
+    if "generated_from_trainer" in (model.model_card_data.tags or []):
+        matter["tags"].append("generated_from_trainer")
+    if base_model:
+        matter["base_model"] = base_model
+    names = [d.get("name") for d in (model.model_card_data.train_datasets or []) if d.get("name")]
+    if names:
+        matter["datasets"] = names
+    matter["pipeline_tag"] = "sentence-similarity"
+    matter["library_name"] = "sentence-transformers"
+    if license:
+        matter["license"] = license
+    if tables:
+        matter["metrics"] = [name for name in metric_names if any(name in t.columns for t in tables.values())]
+        results = []
+        for table in tables.values():
+            for dataset, row in table.iterrows():
+                results.append({
+                    "task": {"type": "information-retrieval", "name": "Information Retrieval"},
+                    "dataset": {"name": str(dataset), "type": str(dataset)},
+                    "metrics": [{"type": column, "value": float(value), "name": _metric_label(column)}
+                                for column, value in row.items()],
+                })
+        matter["model-index"] = [{"name": model_id or "ColBERT model", "results": results}]
+    return matter
+
+
+def _metric_label(column: str) -> str:
+    similarity, _, metric = column.partition("_")
+    name, _, cutoff = metric.partition("@")
+    return f"{similarity} {name.capitalize()}@{cutoff}" if cutoff else column
+
+
+def _metric_table(table: pd.DataFrame) -> str:
+    """Metrics as rows, datasets as columns; the primary metric's row in bold."""
+    primary = f"{metrics.SIMILARITY}_{metrics.PRIMARY_METRIC}"
+    lines = ["| Metric | " + " | ".join(str(d) for d in table.index) + " |",
+             "|:--|" + "--:|" * len(table.index)]
+    for column in table.columns:
+        cells = [f"{value:.4f}" for value in table[column]]
+        if column == primary:
+            lines.append(f"| **{column}** | " + " | ".join(f"**{c}**" for c in cells) + " |")
+        else:
+            lines.append(f"| {column} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _dataset_section(entry: dict) -> dict:
+    stats = entry.get("stats") or {}
+    stat_rows = ["| | " + " | ".join(f"`{c}`" for c in stats) + " |", "|:--|" + ":--|" * len(stats),
+                 "| type | " + " | ".join(str(s.get("dtype", "")) for s in stats.values()) + " |"]
+    for key in ("min", "mean", "max"):
+        stat_rows.append(f"| {key} | " + " | ".join(str((s.get("data") or {}).get(key, "")) for s in stats.values()) + " |")
+    examples = entry.get("examples") or {}  # column -> values, as Sentence Transformers records them
+    samples = ""
+    if examples:
+        columns = list(examples)
+        rows = list(zip(*(examples[c] for c in columns)))[:3]
+        samples = "\n".join(["| " + " | ".join(f"`{c}`" for c in columns) + " |", "|" + ":--|" * len(columns)]
+                            + ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows])
+    loss = entry.get("loss") or {}
+    return {
+        "name": entry.get("name"),
+        "size": entry.get("size"),
+        "columns": ", ".join(c.replace("<code>", "`").replace("</code>", "`") for c in entry.get("columns", [])),
+        "stats_markdown": "\n".join(stat_rows) if stats else "(not recorded)",
+        "samples_markdown": samples,
+        "loss": loss.get("fullname") if isinstance(loss, dict) else str(loss),
+        "loss_parameters": loss.get("config_code", "") if isinstance(loss, dict) else "",
+    }
+
+
+def _cell(value: Any) -> str:
+    text = " ".join(str(value).split()).replace("|", "\\|")
+    return text[:120] + ("…" if len(text) > 120 else "")
+
+
+def _logs_table(logs: list[dict] | None) -> str:
+    if not logs:
+        return ""
+    frame = pd.DataFrame(logs)
+    header = "| " + " | ".join(frame.columns) + " |"
+    rows = ["| " + " | ".join("-" if pd.isna(v) else (f"{v:.4f}" if isinstance(v, float) else str(v)) for v in row) + " |"
+            for row in frame.itertuples(index=False)]
+    return "\n".join([header, "|" + ":--|" * len(frame.columns), *rows])
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as metadata
+
+    versions = {"Python": platform.python_version(), "workbench": __version__}
+    for package in ("sentence-transformers", "transformers", "torch", "accelerate", "datasets", "tokenizers",
+                    "voyager", "ranx"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
