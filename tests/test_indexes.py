@@ -184,9 +184,11 @@ def test_a_second_writer_is_refused(corpus, tmp_path):
         capture_output=True, text=True,
     )
     assert child.returncode != 0 and "IndexLockedError" in child.stderr
+    writer.add_documents(ids[50:60], embeddings[50:60])  # `other` has not seen these yet
     writer.close()
-    other.add_documents(ids[50:60], embeddings[50:60])
-    assert len(other) == 60
+    other.add_documents(ids[60:70], embeddings[60:70])
+    assert len(other) == 70, "a writer must build on the latest commit, not on what it read earlier"
+    assert len(indexes.Voyager(index_folder=tmp_path, index_name="i")) == 70
 
 
 def test_reader_sees_commits_of_another_writer(corpus, tmp_path):

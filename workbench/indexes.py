@@ -59,6 +59,8 @@ class _Index:
             dims = {np.shape(e)[-1] for e in documents_embeddings}
             if dims != {self.embedding_size}:
                 raise ValueError(f"The index was created for dimension {self.embedding_size}, got {sorted(dims)}.")
+        if self.store.begin_write():
+            self._loaded()  # another writer committed since this index was read
         self.store.append(documents_ids, documents_embeddings, derive=self._derive)
         self._loaded()
         return self

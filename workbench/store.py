@@ -113,9 +113,8 @@ class TokenStore:
         "extra": {metadata}}`` (every key optional).
         """
         ids = [str(i) for i in document_ids]
+        self.begin_write()
         arrays = self.validate(ids, embeddings)
-        self._lock()
-        self._clean()
         additions = derive(arrays) if derive is not None else {}
         side, replace_side = additions.get("side", {}), additions.get("replace_side", {})
         manifest = json.loads(json.dumps(self.manifest))
@@ -141,11 +140,10 @@ class TokenStore:
 
     def remove(self, document_ids: Sequence[str]) -> None:
         """Remove documents and commit (rewrites the files without them)."""
+        self.begin_write()
         drop = set(self.positions(document_ids).tolist())
         if len(drop) != len(document_ids):
             raise ValueError("Duplicate ids in the removal list.")
-        self._lock()
-        self._clean()
         keep = np.array([p for p in range(len(self)) if p not in drop], dtype=np.int64)
         token_rows = token_rows_of(self.offsets, keep)
         manifest = json.loads(json.dumps(self.manifest))
@@ -155,6 +153,14 @@ class TokenStore:
         for name, values in self._side.items():
             self._write_new(manifest, name, np.ascontiguousarray(values[token_rows]).tobytes())
         self._commit(manifest)
+
+    def begin_write(self) -> bool:
+        """Take the writer lock and read the latest commit (another writer may have committed since
+        this store was read); True when that changed what this store holds."""
+        self._lock()
+        changed = self.refresh()
+        self._clean()
+        return changed
 
     def validate(self, ids: list[str], embeddings: Sequence[Any]) -> list[np.ndarray]:
         """Check ids and embeddings for an append; returns them as 2D float arrays."""
