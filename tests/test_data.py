@@ -110,3 +110,11 @@ def test_the_shared_collections_load_with_their_documented_counts(shared_data):
     assert (len(msmarco.corpus), len(msmarco.queries), len(msmarco.judged_queries)) == (5000, 50, 43)
     assert (len(dbpedia.corpus), len(dbpedia.queries), len(dbpedia.judged_queries)) == (5000, 50, 40)
     assert "<dbpedia:Oceanic_Airlines>" in {d for judged in dbpedia.qrels.values() for d in judged} | set(dbpedia.corpus)
+
+
+def test_save_beir_round_trips(tmp_path):
+    folder = write_beir(tmp_path / "toy", CORPUS, QUERIES, "q1\td1\t2\nq2\td3\t0\n")
+    (folder / "corpus.jsonl").write_text(raw_jsonl(CORPUS), encoding="utf-8")
+    original = data.load_beir(folder)
+    copy = data.load_beir(data.save_beir(original, tmp_path / "copy"), name="toy")
+    assert (copy.corpus, copy.titles, copy.queries, copy.qrels) == (original.corpus, original.titles, original.queries, original.qrels)

@@ -15,6 +15,7 @@ from sentence_transformers import CrossEncoder, SentenceTransformerTrainer, Sent
 
 from conftest import reference_maxsim
 from workbench import evaluation, losses, models, training_sets, utils
+from workbench.data import Collection
 
 ROWS = [
     {"query": "what is the capital of france", "positive": "paris is the capital of france",
@@ -173,6 +174,21 @@ def test_bm25_negatives_are_never_relevant(tmp_path):
         assert row["negative_1"] == train.corpus[row["negative_ids"][0]]
     again = training_sets.bm25_negatives(train, n_negatives=2, seed=1)
     assert again["negative_ids"] == triplets["negative_ids"], "mining is reproducible"
+
+
+def test_model_negatives_come_from_the_models_ranking(minilm_colbert):
+    train, _ = training_sets.docstring_collection()
+    small = Collection("small", {d: train.corpus[d] for d in list(train.corpus)[:40]},
+                       {q: train.queries[q] for q in list(train.queries)[:40]},
+                       {q: train.qrels[q] for q in list(train.queries)[:40]})
+    triplets = training_sets.model_negatives(small, minilm_colbert, n_negatives=1, depth=3)
+    documents = list(small.corpus)
+    embeddings = minilm_colbert.encode([small.corpus[d] for d in documents], is_query=False)
+    for row in triplets.select(range(5)):
+        query = minilm_colbert.encode([row["query"]], is_query=True)[0]
+        ranked = sorted(documents, key=lambda d: -reference_maxsim(query, embeddings[documents.index(d)]))
+        top_non_relevant = [d for d in ranked if d not in small.qrels[row["query_id"]]][:3]
+        assert row["negative_ids"][0] in top_non_relevant
 
 
 def test_pseudo_queries_are_titles_or_spans_of_their_document():

@@ -92,6 +92,26 @@ def load_beir(folder: str | Path, split: str = "test", name: str | None = None) 
     return Collection(name or folder.name, corpus, queries, qrels, titles)
 
 
+def save_beir(collection: Collection, folder: str | Path, split: str = "test") -> Path:
+    """Write a collection as a BEIR folder (``load_beir`` reads it back as it was)."""
+    folder = Path(folder)
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    with open(folder / "corpus.jsonl", "w", encoding="utf-8") as handle:
+        for identifier, text in collection.corpus.items():
+            title = collection.titles.get(identifier, "")
+            body = text[len(title):].strip() if title and text.startswith(title) else text
+            handle.write(json.dumps({"_id": identifier, "title": title, "text": body}, ensure_ascii=False) + "\n")
+    with open(folder / "queries.jsonl", "w", encoding="utf-8") as handle:
+        for identifier, text in collection.queries.items():
+            handle.write(json.dumps({"_id": identifier, "text": text}, ensure_ascii=False) + "\n")
+    with open(folder / "qrels" / f"{split}.tsv", "w", encoding="utf-8") as handle:
+        handle.write("query-id\tcorpus-id\tscore\n")
+        for query_id, judgements in collection.qrels.items():
+            for document_id, grade in judgements.items():
+                handle.write(f"{query_id}\t{document_id}\t{grade}\n")
+    return folder
+
+
 def load_nanobeir(name_or_path: str | Path) -> Collection:
     """Load a NanoBEIR dataset from a local folder (NanoBEIR or BEIR layout), a name or a hub id."""
     path = Path(name_or_path)

@@ -15,12 +15,17 @@
   ``query_id, document_ids, scores`` plus the query and document tables
   (:class:`workbench.utils.KDProcessing` joins them back for training).
 
+Collections are saved with :func:`workbench.data.save_beir`, the datasets this module returns with
+``Dataset.save_to_disk`` (Hugging Face datasets).
+
 Example::
 
-    from workbench import training_sets
+    from workbench import data, training_sets
 
     train, test = training_sets.docstring_collection()
+    data.save_beir(test, "runs/docstrings-test")
     triplets = training_sets.bm25_negatives(train, n_negatives=1)
+    triplets.save_to_disk("runs/docstrings-triplets")
 """
 
 from __future__ import annotations
@@ -116,7 +121,14 @@ def _import_quietly(name: str):
 
 def _docstrings(module, module_name: str):
     """(qualified name, cleaned docstring) of the public functions, classes and methods defined in ``module``."""
-    for name, value in sorted(vars(module).items()):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # reading deprecated aliases (typing.io, typing.re) warns
+        members = sorted(vars(module).items())
+        return list(_public_docstrings(members, module, module_name))
+
+
+def _public_docstrings(members, module, module_name: str):
+    for name, value in members:
         if name.startswith("_") or getattr(value, "__module__", None) != module.__name__:
             continue
         if inspect.isfunction(value) or inspect.isclass(value):
