@@ -1,6 +1,6 @@
 """Evidence that training works: all-MiniLM-L6-v2 turned into a ColBERT, before and after training.
 
-    .venv/bin/python benchmarks/training.py [--steps 200] [--skip-distillation] [--skip-contrastive] [--raw-student-scores]
+    .venv/bin/python benchmarks/training.py [--steps 200] [--skip-distillation] [--skip-contrastive] [--normalize-student-scores]
 
 Data: the embedded default set (standard-library docstrings, workbench.training_sets), train split
 for training, held-out test split (other modules) for nDCG@10 with exact search.
@@ -56,8 +56,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--skip-distillation", action="store_true")
     parser.add_argument("--skip-contrastive", action="store_true")
-    parser.add_argument("--raw-student-scores", action="store_true",
-                        help="Distillation(normalize_scores=False): student MaxSim not divided by the query length")
+    parser.add_argument("--normalize-student-scores", action="store_true",
+                        help="Distillation(normalize_scores=True): student MaxSim divided by the query length (PyLate)")
     options = parser.parse_args()
     train_split, test_split = training_sets.docstring_collection()
     report = {"benchmark": "training all-MiniLM-L6-v2 as a ColBERT on the docstring set",
@@ -87,7 +87,7 @@ def main() -> None:
         processing = utils.KDProcessing(queries=queries, documents=documents)
         dataset = rows.map(processing.transform, batched=True, remove_columns=rows.column_names)
         model = fresh_model()
-        loss = losses.Distillation(model=model, normalize_scores=not options.raw_student_scores)
+        loss = losses.Distillation(model=model, normalize_scores=options.normalize_student_scores)
         seconds = train(model, dataset, loss, options.steps, 8, str(ROOT / ".cache" / "runs" / "distillation"))
         report["distillation"] = {"steps": options.steps, "batch_size": 8, "ways": 5, "seconds": seconds,
                                   "normalize_scores": loss.normalize_scores,

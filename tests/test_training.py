@@ -111,7 +111,7 @@ def test_contrastive_is_cross_entropy_over_in_batch_and_hard_negatives(minilm_co
     assert cached == pytest.approx(expected, abs=1e-3)
 
 
-def test_distillation_is_kl_to_the_teacher_with_normalised_student_scores(minilm_colbert):
+def test_distillation_is_kl_to_the_teacher_with_raw_or_normalised_student_scores(minilm_colbert):
     rows = [{"query": r["query"], "positive": r["positive"], "negative": r["negative"]} for r in ROWS[:3]]
     teacher = torch.tensor([[3.0, -1.0], [2.0, 0.5], [0.0, 1.0]])
     queries, positives, negatives = embeddings_for(minilm_colbert, rows)
@@ -120,8 +120,13 @@ def test_distillation_is_kl_to_the_teacher_with_normalised_student_scores(minilm
     target = torch.softmax(teacher, dim=1).numpy()
     log_student = student - np.log(np.exp(student).sum(axis=1, keepdims=True))
     expected = np.mean(np.sum(target * (np.log(target) - log_student), axis=1))
-    value = loss_value(minilm_colbert, losses.Distillation(model=minilm_colbert), rows, labels=teacher)
+    value = loss_value(minilm_colbert, losses.Distillation(model=minilm_colbert, normalize_scores=True), rows, labels=teacher)
     assert value == pytest.approx(expected, abs=1e-4)
+    raw = np.array([[reference_maxsim(q, p), reference_maxsim(q, n)] for q, p, n in zip(queries, positives, negatives)])
+    log_raw = raw - np.log(np.exp(raw).sum(axis=1, keepdims=True))
+    expected_raw = np.mean(np.sum(target * (np.log(target) - log_raw), axis=1))
+    value_raw = loss_value(minilm_colbert, losses.Distillation(model=minilm_colbert), rows, labels=teacher)
+    assert value_raw == pytest.approx(expected_raw, abs=1e-3), "the default scores the student with raw MaxSim"
 
 
 def test_kd_processing_joins_ids_with_texts():
