@@ -46,14 +46,15 @@ class ColBERTTripletEvaluator(MultiVectorTripletEvaluator):
         return {key.replace("maxsim_accuracy", "accuracy"): value for key, value in metrics.items()}
 
 
-def evaluate_collection(model, collection: Collection, depth: int = 100, batch_size: int = 32,
-                        show_progress_bar: bool = False, relevance_level: int = 1,
-                        index: str = "exact") -> tuple[pd.DataFrame, dict]:
-    """Search the judged queries over the whole corpus; (metric table, run).
+def search_collection(model, collection: Collection, depth: int = 100, batch_size: int = 32,
+                      show_progress_bar: bool = False, index: str = "exact") -> dict:
+    """The run (query id -> {document id: MaxSim}) of the judged queries over the whole corpus.
 
     ``index="exact"`` (default) scores every document with exact MaxSim; ``index="voyager"``
     builds a :class:`workbench.indexes.Voyager` index in a temporary folder and retrieves from it.
     """
+    if index not in ("exact", "voyager"):
+        raise ValueError(f"index must be 'exact' or 'voyager', got {index!r}.")
     document_ids = list(collection.corpus)
     query_ids = list(collection.judged_queries)
     documents = model.encode([collection.corpus[i] for i in document_ids], is_query=False,
@@ -62,8 +63,8 @@ def evaluate_collection(model, collection: Collection, depth: int = 100, batch_s
     if index == "exact":
         scores = colbert_scores(queries, pack(documents)).numpy()
         top = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
-        run = {q: {document_ids[j]: float(scores[i, j]) for j in top[i]} for i, q in enumerate(query_ids)}
-    elif index == "voyager":
+        return {q: {document_ids[j]: float(scores[i, j]) for j in top[i]} for i, q in enumerate(query_ids)}
+    if index == "voyager":
         import tempfile
 
         from workbench import indexes, retrieve
@@ -73,8 +74,14 @@ def evaluate_collection(model, collection: Collection, depth: int = 100, batch_s
             voyager.add_documents(document_ids, documents)
             run = metrics.run_from_results(query_ids, retrieve.ColBERT(voyager).retrieve(queries, k=depth))
             voyager.close()
-    else:
-        raise ValueError(f"index must be 'exact' or 'voyager', got {index!r}.")
+    return run
+
+
+def evaluate_collection(model, collection: Collection, depth: int = 100, batch_size: int = 32,
+                        show_progress_bar: bool = False, relevance_level: int = 1,
+                        index: str = "exact") -> tuple[pd.DataFrame, dict]:
+    """:func:`search_collection`, scored with the seed metric set: (metric table, run)."""
+    run = search_collection(model, collection, depth, batch_size, show_progress_bar, index)
     table = metrics.evaluate(collection.qrels, run, relevance_level=relevance_level, name=collection.name)
     return table, run
 

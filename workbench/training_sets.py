@@ -178,45 +178,29 @@ def bm25_negatives(collection: Collection, n_negatives: int = 1, depth: int = 30
     Negatives are drawn at random from BM25's top ``depth`` non-relevant documents (seeded), which
     avoids always taking the single closest one (often an unjudged positive).
     """
-    import bm25s
+    from workbench.baselines import bm25_run
 
-    document_ids = list(collection.corpus)
-    retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize([collection.corpus[i] for i in document_ids], stopwords="en", show_progress=False),
-                    show_progress=False)
-    query_ids = list(collection.judged_queries)
-    ranked, _ = retriever.retrieve(
-        bm25s.tokenize([collection.queries[q] for q in query_ids], stopwords="en", show_progress=False),
-        k=min(depth + 10, len(document_ids)), show_progress=False, n_threads=1,
-    )
-    ranking = {q: [document_ids[j] for j in row] for q, row in zip(query_ids, ranked)}
-    return _triplets(collection, ranking, n_negatives, depth, seed)
+    return _triplets(collection, bm25_run(collection, depth=depth + 10), n_negatives, depth, seed)
 
 
 def model_negatives(collection: Collection, model, n_negatives: int = 1, depth: int = 30, seed: int = 0,
                     batch_size: int = 32):
     """Like :func:`bm25_negatives`, with a ColBERT model's exact MaxSim ranking as the miner."""
-    from workbench.scores import colbert_scores, pack
+    from workbench.evaluation import search_collection
 
-    document_ids = list(collection.corpus)
-    query_ids = list(collection.judged_queries)
-    documents = pack(model.encode([collection.corpus[i] for i in document_ids], is_query=False,
-                                  batch_size=batch_size, show_progress_bar=True))
-    queries = model.encode([collection.queries[q] for q in query_ids], is_query=True, batch_size=batch_size)
-    scores = colbert_scores(queries, documents).numpy()
-    top = np.argsort(-scores, axis=1)[:, : depth + 10]
-    ranking = {q: [document_ids[j] for j in row] for q, row in zip(query_ids, top)}
-    return _triplets(collection, ranking, n_negatives, depth, seed)
+    run = search_collection(model, collection, depth=depth + 10, batch_size=batch_size, show_progress_bar=True)
+    return _triplets(collection, run, n_negatives, depth, seed)
 
 
-def _triplets(collection: Collection, ranking: dict[str, list[str]], n_negatives: int, depth: int, seed: int):
+def _triplets(collection: Collection, run: dict[str, dict[str, float]], n_negatives: int, depth: int, seed: int):
     from datasets import Dataset
 
     if n_negatives < 1:
         raise ValueError(f"n_negatives must be at least 1, got {n_negatives}.")
     rng = random.Random(seed)
     rows = []
-    for query_id, ranked in ranking.items():
+    for query_id, scores in run.items():
+        ranked = sorted(scores, key=scores.get, reverse=True)
         relevant = {d for d, grade in collection.qrels[query_id].items() if grade >= 1}
         pool = [d for d in ranked if d not in relevant][:depth]
         if len(pool) < n_negatives:
