@@ -16,8 +16,13 @@ PYLATE := pylate==1.6.0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export UV_LINK_MODE ?= copy
+# nbval executes every notebook and compares its outputs with the committed ones, through the
+# sanitizer in nbconfig/ (timings, progress bars, addresses, run folder names, float noise).
+NBVAL := --nbval --nbval-current-env --nbval-sanitize-with nbconfig/sanitize.cfg --nbval-cell-timeout=3600
+# The notebooks' run folders under test go here, not into runs/.
+TEST_RUNS := .cache/test-runs
 
-.PHONY: run test test-full lab bench pylate-env clean
+.PHONY: run test test-full lab bench pylate-env notebooks clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,16 +41,23 @@ $(PYLATE_INSTALLED): Makefile
 
 pylate-env: $(PYLATE_INSTALLED)
 
+# The main job: notebooks 01 to 08, headless, quick profile, into a new runs/<timestamp>.
 run: $(INSTALLED)
-	$(PY) -m workbench.demo
+	$(PY) -m workbench.pipeline --profile quick
 
 test: $(INSTALLED) $(PYLATE_INSTALLED)
-	WORKBENCH_PYLATE_PYTHON=$(if $(wildcard $(PYLATE_INSTALLED)),$(PYLATE_VENV)/bin/python,) \
-	  $(PY) -m pytest -m "not slow"
+	rm -rf $(TEST_RUNS)
+	WORKBENCH_RUNS=$(TEST_RUNS) WORKBENCH_PYLATE_PYTHON=$(if $(wildcard $(PYLATE_INSTALLED)),$(PYLATE_VENV)/bin/python,) \
+	  $(PY) -m pytest -m "not slow" tests notebooks $(NBVAL)
 
 test-full: $(INSTALLED) $(PYLATE_INSTALLED)
-	WORKBENCH_PYLATE_PYTHON=$(if $(wildcard $(PYLATE_INSTALLED)),$(PYLATE_VENV)/bin/python,) \
-	  $(PY) -m pytest
+	rm -rf $(TEST_RUNS)
+	WORKBENCH_RUNS=$(TEST_RUNS) WORKBENCH_PYLATE_PYTHON=$(if $(wildcard $(PYLATE_INSTALLED)),$(PYLATE_VENV)/bin/python,) \
+	  $(PY) -m pytest tests notebooks $(NBVAL)
+
+# Re-execute the committed notebooks in place (their outputs are what nbval compares with).
+notebooks: $(INSTALLED)
+	$(PY) -m workbench.pipeline --refresh-committed
 
 bench: $(INSTALLED) $(PYLATE_INSTALLED)
 	WORKBENCH_PYLATE_PYTHON=$(if $(wildcard $(PYLATE_INSTALLED)),$(PYLATE_VENV)/bin/python,) \
@@ -53,7 +65,7 @@ bench: $(INSTALLED) $(PYLATE_INSTALLED)
 	  $(PY) benchmarks/evaluation.py && $(PY) benchmarks/training.py
 
 lab: $(INSTALLED)
-	$(VENV)/bin/jupyter lab --notebook-dir=.
+	$(VENV)/bin/jupyter lab --config=nbconfig/jupyter_lab_config.py
 
 clean:
 	rm -rf $(VENV) $(PYLATE_VENV) .cache runs

@@ -16,7 +16,7 @@ from sentence_transformers import SentenceTransformer
 
 from common import CACHE, COLLECTIONS, cached_embeddings, emit, require_shared
 from workbench import baselines, metrics
-from workbench.demo import default_model_path
+from workbench.models import default_model_path
 from workbench.scores import colbert_scores
 
 METRICS = ["ndcg@10", "mrr@10", "map@100", "recall@100"]

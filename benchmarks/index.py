@@ -29,7 +29,7 @@ from common import CACHE, cached_embeddings, emit, machine, require_shared
 from workbench import indexes, metrics, retrieve
 from workbench.scores import colbert_scores
 
-SWEEP = [(2, 64), (4, 64), (4, 128), (8, 128), (8, 256), (16, 256), (16, 512), (32, 512)]
+SWEEP = retrieve.SWEEP[1:]
 NDCG = [("ndcg@10", "ndcg@10")]
 
 
@@ -70,11 +70,8 @@ def main() -> None:
         retriever = retrieve.ColBERT(index=index)
         results, query_ms = timed_retrieve(retriever, queries)
         overlap, ndcg = quality(results, exact_top, query_ids, collection.qrels)
-        sweep = []
-        for k_token, n_full_scores in SWEEP:
-            swept, ms = timed_retrieve(retriever, queries, k_token=k_token, n_full_scores=n_full_scores)
-            sweep.append({"k_token": k_token, "n_full_scores": n_full_scores, "ms_per_query": round(ms, 2),
-                          **dict(zip(("overlap@10", "ndcg@10"), quality(swept, exact_top, query_ids, collection.qrels)))})
+        sweep = retrieve.recall_latency(index, queries, [sorted(top) for top in exact_top], settings=SWEEP, repeats=5)
+        sweep = sweep.round({"ms_per_query": 2, "recall@10": 4}).to_dict(orient="records")
         report = {
             "benchmark": "Voyager index on msmarco-dl19-5k",
             "documents": len(documents), "document_tokens": int(packed_documents.offsets[-1]),

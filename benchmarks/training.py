@@ -17,19 +17,16 @@ import subprocess
 import sys
 import time
 
-from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-from transformers import PrinterCallback
-
 from common import ROOT, SHARED, emit, machine
-from workbench import evaluation, losses, training_sets, utils
-from workbench.demo import default_model
+from workbench import evaluation, losses, training, training_sets, utils
+from workbench.models import load_model
 
 TEACHER = SHARED / "models" / "ms-marco-MiniLM-L-12-v2"
 TEACHER_CACHE = ROOT / ".cache" / "models" / "ms-marco-MiniLM-L-12-v2"
 
 
 def fresh_model(seed: int = 0):
-    return default_model(seed)
+    return load_model(seed=seed)
 
 
 def ndcg(model, collection) -> float:
@@ -38,16 +35,8 @@ def ndcg(model, collection) -> float:
 
 
 def train(model, dataset, loss, steps: int, batch_size: int, output: str) -> float:
-    args = SentenceTransformerTrainingArguments(
-        output_dir=output, max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=3e-5,
-        warmup_steps=int(0.1 * steps), seed=0, data_seed=0, report_to=[], logging_steps=max(steps // 10, 1),
-        save_strategy="no", use_cpu=True, disable_tqdm=True,
-    )
     started = time.perf_counter()
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss,
-                                         data_collator=utils.ColBERTCollator(tokenize_fn=model.tokenize))
-    trainer.remove_callback(PrinterCallback)  # keep stdout for the JSON report
-    trainer.train()
+    training.train(model, dataset, loss, steps=steps, output_dir=output, batch_size=batch_size)
     return round(time.perf_counter() - started, 1)
 
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from workbench import data
-from workbench.data import DataFormatError
+from workbench.data import Collection, DataFormatError
 
 
 def write_beir(folder, corpus, queries, qrels_text, split="test"):
@@ -118,3 +118,11 @@ def test_save_beir_round_trips(tmp_path):
     original = data.load_beir(folder)
     copy = data.load_beir(data.save_beir(original, tmp_path / "copy"), name="toy")
     assert (copy.corpus, copy.titles, copy.queries, copy.qrels) == (original.corpus, original.titles, original.queries, original.qrels)
+
+
+def test_statistics_count_what_the_metrics_will_see():
+    collection = Collection("c", {"a": "one two", "b": "three four five six"}, {"q": "x y z", "r": "w"},
+                            {"q": {"a": 1, "b": 2}, "r": {"a": 0}})
+    row = data.statistics([collection]).loc["c"]
+    assert (row["documents"], row["queries"], row["judged queries"]) == (2, 2, 1)
+    assert row["relevant per query"] == 2 and row["words per query"] == 2 and row["words per document"] == 3

@@ -121,3 +121,21 @@ def test_card_renders_for_a_converted_checkpoint_without_training(answerai):
     assert "model-index" not in matter and "generated_from_trainer" not in matter["tags"]
     assert "- **Document length:** 300 tokens" in card and "- **Output dimensionality:** 96 per token" in card
     assert "No training was recorded" in card and "No evaluation was recorded" in card
+
+
+def test_evaluate_models_lines_up_colberts_and_bm25_per_dataset(minilm_colbert, toy):
+    other = Collection("toy2", dict(CORPUS), {"q1": "capital of germany"}, {"q1": {"d4": 1}})
+    results = evaluation.evaluate_models({"BM25": evaluation.BM25, "colbert": minilm_colbert}, [toy, other])
+    assert results[["dataset", "model"]].values.tolist() == [["toy", "BM25"], ["toy", "colbert"],
+                                                              ["toy2", "BM25"], ["toy2", "colbert"]]
+    bm25 = metrics.evaluate(toy.qrels, baselines.bm25_run(toy), prefix="")
+    assert results.iloc[0]["ndcg@10"] == pytest.approx(bm25["ndcg@10"].iloc[0])
+    exact, _ = evaluation.evaluate_collection(minilm_colbert, toy)
+    assert results.iloc[1]["ndcg@10"] == pytest.approx(exact["MaxSim_ndcg@10"].iloc[0])
+
+    card_table = evaluation.model_table(results, "colbert")
+    assert list(card_table.index) == ["toy", "toy2", "mean"]
+    assert card_table.loc["mean", "MaxSim_ndcg@10"] == pytest.approx(card_table["MaxSim_ndcg@10"][:2].mean())
+    assert "**MaxSim_ndcg@10**" in cards.render_card(minilm_colbert, evaluations={"retrieval": card_table})
+    with pytest.raises(ValueError, match="No results for model 'absent'"):
+        evaluation.model_table(results, "absent")

@@ -160,3 +160,29 @@ def test_embeddings_equal_pylates_for_the_same_checkpoint(answerai, answerai_pat
             theirs = reference[f"{side}_{index}"]
             assert embedding.shape == theirs.shape, f"{side} {index}: token count differs from PyLate"
             np.testing.assert_allclose(embedding, theirs, atol=1e-4)
+
+
+def test_the_embedded_default_model_already_ranks_matching_texts_first():
+    # Query i is about document i; MaxSim of the seeded, untrained model (base encoder plus a random
+    # projection, which roughly keeps dot products) must already see that.
+    from workbench.scores import colbert_scores
+
+    queries = ["what is the capital of france", "how do plants make energy from sunlight", "who painted the mona lisa"]
+    documents = ["Paris is the capital and largest city of France.",
+                 "Photosynthesis converts light energy into chemical energy stored in sugars.",
+                 "The Mona Lisa is a portrait painted by Leonardo da Vinci."]
+    model = models.load_model(seed=0)
+    assert model.model_card_data.base_model == models.DEFAULT_BASE
+    scores = colbert_scores(model.encode(queries, is_query=True), model.encode(documents, is_query=False)).numpy()
+    assert scores.argmax(axis=1).tolist() == [0, 1, 2]
+    again = models.load_model(seed=0).encode(documents[:1], is_query=False)[0]
+    assert np.array_equal(again, model.encode(documents[:1], is_query=False)[0]), "same seed, same projection"
+
+
+def test_encoding_with_a_progress_bar_gives_the_same_embeddings(minilm_colbert):
+    texts = [f"document number {i} says {'word ' * (i % 7)}" for i in range(11)]
+    plain = minilm_colbert.encode(texts, is_query=False, batch_size=2)
+    with_bar = minilm_colbert.encode(texts, is_query=False, batch_size=2, show_progress_bar=True)
+    assert len(with_bar) == len(plain) == 11
+    for a, b in zip(plain, with_bar):
+        assert a.shape == b.shape and np.allclose(a, b, atol=1e-5)

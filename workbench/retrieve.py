@@ -13,12 +13,20 @@ Example::
     retriever = retrieve.ColBERT(index=index)
     scores = retriever.retrieve(queries_embeddings=queries_embeddings, k=10)
     # [[{"id": "3", "score": 11.27}, {"id": "1", "score": 10.30}, ...], ...]
+
+:func:`recall_latency` sweeps the search settings of an index: recall of the exact top-k
+against milliseconds per query (the curve ``workbench.plots.recall_latency`` draws).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
 
 from workbench.scores import pack
 
@@ -66,3 +74,34 @@ class ColBERT:
             for positions, scores in self.index.search(batch, k, subset=mask, k_token=k_token, n_full_scores=n_full_scores):
                 results.append([{"id": ids[p], "score": float(s)} for p, s in zip(positions, scores)])
         return results
+
+
+# (k_token, n_full_scores) pairs from cheap to thorough; the index defaults are (8, 256).
+SWEEP = ((1, 32), (2, 64), (4, 64), (4, 128), (8, 128), (8, 256), (16, 256), (16, 512), (32, 512))
+
+
+def recall_latency(index, queries_embeddings: Any, reference: Sequence[Sequence[str]], k: int = 10,
+                   settings: Sequence[tuple[int, int]] = SWEEP, repeats: int = 3) -> pd.DataFrame:
+    """Recall of the exact top-``k`` against milliseconds per query, for each search setting.
+
+    ``reference``: per query, the ids exact MaxSim ranks in its top ``k`` (what a perfect index
+    returns). Each setting is timed ``repeats`` times after a warm-up and keeps its fastest pass
+    (timings on a shared machine are noisy upwards). One row per ``(k_token, n_full_scores)``.
+    """
+    retriever = ColBERT(index)
+    queries = pack(queries_embeddings)
+    if len(reference) != len(queries):
+        raise ValueError(f"{len(reference)} reference lists for {len(queries)} queries.")
+    rows = []
+    for k_token, n_full_scores in tqdm(settings, desc="search settings"):
+        retriever.retrieve(queries.select(range(min(2, len(queries)))), k=k, k_token=k_token, n_full_scores=n_full_scores)
+        timings = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            results = retriever.retrieve(queries, k=k, k_token=k_token, n_full_scores=n_full_scores)
+            timings.append((time.perf_counter() - started) * 1000 / max(len(queries), 1))
+        recall = np.mean([len({hit["id"] for hit in hits} & set(truth[:k])) / min(k, len(truth) or 1)
+                          for hits, truth in zip(results, reference)])
+        rows.append({"k_token": k_token, "n_full_scores": n_full_scores, "ms_per_query": min(timings),
+                     f"recall@{k}": float(recall)})
+    return pd.DataFrame(rows)

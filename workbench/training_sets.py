@@ -5,12 +5,14 @@
   line is the query, the rest of its docstring is the relevant document (titled with its qualified
   name). The query is the docstring's first sentence, the document what follows it. Split by module,
   so no module has queries in both splits.
+- :func:`train_test`: the (train, test) pair the notebooks use, from the docstring set or any
+  NanoBEIR/BEIR data; :func:`cropped_collection` derives a second test set from a test set.
 - :func:`pseudo_queries`: queries for a corpus that has none: titles, or Contriever-style
   independent cropping (a random span of the document is the query).
 - :func:`bm25_negatives` (bm25s) and :func:`model_negatives` (any ColBERT): hard negatives mined for
   each query, relevant documents excluded; the result is a ``datasets.Dataset`` of
   ``query, positive, negative_1 ... negative_n`` rows, ready for :class:`workbench.losses.Contrastive`.
-- :func:`teacher_scores`: a teacher (a ``sentence_transformers.CrossEncoder`` or a ColBERT) scores
+- :func:`load_teacher` and :func:`teacher_scores`: a teacher (a ``sentence_transformers.CrossEncoder`` or a ColBERT) scores
   each query against its positive and its negatives, giving PyLate-style distillation rows
   ``query_id, document_ids, scores`` plus the query and document tables
   (:class:`workbench.utils.KDProcessing` joins them back for training).
@@ -45,7 +47,8 @@ from tqdm.auto import tqdm
 
 from workbench.data import Collection
 
-# Standard-library modules with rich docstrings; every Python installation has them.
+# Standard-library modules with rich docstrings; every Python installation has them. Not pdb:
+# IPython kernels replace parts of it, so the set would differ between a notebook and a script.
 DOCSTRING_MODULES = (
     "argparse", "ast", "asyncio", "base64", "bisect", "calendar", "cmd", "codecs", "collections",
     "concurrent.futures", "configparser", "contextlib", "copy", "csv", "dataclasses", "datetime", "decimal",
@@ -53,7 +56,7 @@ DOCSTRING_MODULES = (
     "ftplib", "functools", "getopt", "gettext", "glob", "gzip", "hashlib", "heapq", "hmac", "html",
     "html.parser", "http.client", "http.cookiejar", "http.server", "imaplib", "importlib", "inspect", "io",
     "ipaddress", "itertools", "json", "linecache", "locale", "logging", "logging.handlers", "lzma", "mailbox",
-    "mimetypes", "multiprocessing", "netrc", "numbers", "operator", "optparse", "os", "pathlib", "pdb",
+    "mimetypes", "multiprocessing", "netrc", "numbers", "operator", "optparse", "os", "pathlib",
     "pickle", "pkgutil", "platform", "plistlib", "poplib", "pprint", "pstats", "queue", "quopri", "random",
     "re", "reprlib", "sched", "secrets", "selectors", "shelve", "shlex", "shutil", "smtplib", "socket",
     "socketserver", "sqlite3", "ssl", "statistics", "string", "struct", "subprocess", "sysconfig", "tarfile",
@@ -80,8 +83,7 @@ def docstring_collection(test_fraction: float = 0.2, min_summary_words: int = 4,
         module = _import_quietly(module_name)
         if module is None:
             continue
-        bucket = int(hashlib.sha1(module_name.encode()).hexdigest(), 16) % 1000 / 1000
-        corpus, titles, queries, qrels = splits["test" if bucket < test_fraction else "train"]
+        corpus, titles, queries, qrels = splits["test" if _bucket(module_name) < test_fraction else "train"]
         for qualified_name, docstring in _docstrings(module, module_name):
             summary, body = _split_summary(docstring)
             if len(summary.split()) < min_summary_words or len(body.split()) < min_document_words:
@@ -99,6 +101,11 @@ def docstring_collection(test_fraction: float = 0.2, min_summary_words: int = 4,
         Collection(f"docstrings-{name}-py{python}", corpus, queries, qrels, titles)
         for name, (corpus, titles, queries, qrels) in splits.items()
     )
+
+
+def _bucket(name: str) -> float:
+    """A number in [0, 1) fixed by ``name``: the same split on every run and machine."""
+    return int(hashlib.sha1(name.encode()).hexdigest(), 16) % 1000 / 1000
 
 
 def _split_summary(docstring: str) -> tuple[str, str]:
@@ -142,6 +149,62 @@ def _public_docstrings(members, module, module_name: str):
                 doc = inspect.getdoc(method)
                 if doc:
                     yield f"{module_name}.{name}.{method_name}", doc
+
+
+def train_test(data: str = "docstrings", test_fraction: float = 0.2) -> tuple[Collection, Collection]:
+    """(train, test) collections for the pipeline: the embedded docstring set, or any NanoBEIR/BEIR data.
+
+    ``"docstrings"``: :func:`docstring_collection`, its test queries searched over *every*
+    document (the training documents are the distractors). Otherwise ``data`` is a NanoBEIR name,
+    a hub id or a local folder (:func:`workbench.data.load_nanobeir`); its judged queries are split
+    by a hash of their ids (stable across runs and machines), and both splits keep the whole corpus.
+    """
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}.")
+    if data == "docstrings":
+        train, test = docstring_collection(test_fraction)
+        return train, Collection("docstrings", {**train.corpus, **test.corpus}, test.queries, test.qrels,
+                                 {**train.titles, **test.titles})
+    from workbench.data import load_nanobeir
+
+    collection = load_nanobeir(data)
+    splits: dict[str, set[str]] = {"train": set(), "test": set()}
+    for query_id in collection.judged_queries:
+        splits["test" if _bucket(query_id) < test_fraction else "train"].add(query_id)
+    if not splits["train"] or not splits["test"]:
+        raise ValueError(f"{data}: {len(collection.judged_queries)} judged queries are too few to split.")
+    return tuple(
+        Collection(f"{collection.name}-{name}" if name == "train" else collection.name, collection.corpus,
+                   {q: collection.queries[q] for q in sorted(ids)}, {q: collection.qrels[q] for q in sorted(ids)},
+                   collection.titles)
+        for name, ids in splits.items()
+    )
+
+
+def cropped_collection(collection: Collection, seed: int = 0) -> Collection:
+    """A second test of the same corpus: a random span of each relevant document is its query.
+
+    Named ``<name>-crops``; queries are :func:`pseudo_queries` crops of the documents the
+    collection's judged queries find relevant, searched over the whole corpus.
+    """
+    relevant = sorted({d for q in collection.judged_queries for d, grade in collection.qrels[q].items() if grade >= 1})
+    queries, qrels = pseudo_queries({d: collection.corpus[d] for d in relevant}, strategy="crop", seed=seed)
+    return Collection(f"{collection.name}-crops", collection.corpus, queries, qrels, collection.titles)
+
+
+def load_teacher(name_or_path: str):
+    """A distillation teacher from a hub id or local path: a ``CrossEncoder`` for a sequence
+    classifier (its config's architecture says so), else a :class:`workbench.models.ColBERT`."""
+    from transformers import AutoConfig
+
+    architectures = AutoConfig.from_pretrained(name_or_path).architectures or []
+    if any(name.endswith("ForSequenceClassification") for name in architectures):
+        from sentence_transformers import CrossEncoder
+
+        return CrossEncoder(name_or_path, device="cpu")
+    from workbench.models import ColBERT
+
+    return ColBERT(name_or_path, device="cpu")
 
 
 def pseudo_queries(corpus: dict[str, str], titles: dict[str, str] | None = None, strategy: str = "crop",

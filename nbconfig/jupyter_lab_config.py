@@ -1,0 +1,5 @@
+# JupyterLab for `make lab`: the project folder, on this machine only, opening on the notebooks.
+c = get_config()  # noqa: F821 (provided by Jupyter when it reads this file)
+c.ServerApp.ip = "127.0.0.1"
+c.ServerApp.root_dir = "."
+c.LabApp.default_url = "/lab/tree/notebooks"

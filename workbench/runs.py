@@ -1,0 +1,258 @@
+"""Run folders: how the notebooks hand their work to each other, and what a run records.
+
+A run folder (under ``runs/``, git-ignored) holds one pass of the pipeline::
+
+    runs/20261123-201500/
+        steps/<notebook>.json   each step's parameters, versions, seconds and headline results
+        data/                   training triplets, distillation rows, evaluation collections (BEIR)
+        models/<name>/          trained models (Sentence Transformers folders, with their cards)
+        index/                  the Voyager index
+        results/<name>.csv      tables; results/*.trec runs
+        plots/<name>.png        figures
+        notebooks/              the executed notebooks (``make run``)
+
+``runs/latest`` points at the newest run. Notebook 01 starts a run (:func:`start_run`); the others
+open one (:func:`open_run`): the one given, else ``$WORKBENCH_RUN``, else ``runs/latest``. What a
+step needs and cannot find raises :class:`MissingStepError`, naming the notebook that makes it.
+``$WORKBENCH_RUNS`` moves the whole ``runs/`` folder (tests use it).
+
+Profiles (:data:`PROFILES`) hold the defaults of every notebook parameter: ``quick`` runs the
+chain on the embedded default data and model in minutes, ``full`` is for real experiments.
+
+Example::
+
+    from workbench import runs
+
+    run = runs.start_run()                       # runs/<timestamp>, and runs/latest -> it
+    settings = runs.settings("quick", contrastive_steps=100)
+    run.record("02_contrastive_training", settings, {"ndcg@10": 0.71})
+    runs.open_run().require("models/contrastive", made_by="02_contrastive_training.ipynb")
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from workbench.data import NANOBEIR_DATASETS
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "quick": {
+        "seed": 0,
+        "data": "docstrings",            # the embedded standard-library docstring set
+        "base_model": None,              # None: the embedded all-MiniLM-L6-v2 (offline)
+        "contrastive_steps": 30,
+        "contrastive_batch_size": 16,
+        "contrastive_negatives": 1,      # BM25 hard negatives per query, besides in-batch negatives
+        "distillation_steps": 30,
+        "distillation_batch_size": 8,
+        "distillation_queries": 320,     # training queries the teacher scores
+        "distillation_negatives": 4,     # BM25 negatives per query the teacher scores with the positive
+        "teacher": None,                 # None: the contrastive model of notebook 02
+        "evaluation_datasets": None,     # None: the run's own evaluation collections (data/eval)
+        "learning_rate": 3e-5,
+    },
+    "full": {
+        "seed": 0,
+        "data": "docstrings",
+        "base_model": None,
+        "contrastive_steps": 2000,
+        "contrastive_batch_size": 32,
+        "contrastive_negatives": 1,
+        "distillation_steps": 2000,
+        "distillation_batch_size": 16,
+        "distillation_queries": None,    # all of them
+        "distillation_negatives": 8,
+        "teacher": "cross-encoder/ms-marco-MiniLM-L-6-v2",
+        "evaluation_datasets": list(NANOBEIR_DATASETS),
+        "learning_rate": 3e-5,
+    },
+}
+
+
+class MissingStepError(FileNotFoundError):
+    """A notebook needs what an earlier notebook makes, and it is not there."""
+
+
+def settings(profile: str = "quick", **overrides: Any) -> dict[str, Any]:
+    """The profile's defaults, with every override that is not ``None`` applied."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}.")
+    unknown = set(overrides) - set(PROFILES[profile])
+    if unknown:
+        raise ValueError(f"Unknown settings {sorted(unknown)}; known: {sorted(PROFILES[profile])}.")
+    chosen = dict(PROFILES[profile], profile=profile)
+    chosen.update({key: value for key, value in overrides.items() if value is not None})
+    return chosen
+
+
+def runs_root() -> Path:
+    """``$WORKBENCH_RUNS``, else ``runs/`` in the project (the folder holding ``pyproject.toml``)."""
+    if os.environ.get("WORKBENCH_RUNS"):
+        return Path(os.environ["WORKBENCH_RUNS"])
+    project = Path(__file__).resolve().parents[1]
+    return (project if (project / "pyproject.toml").exists() else Path.cwd()) / "runs"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run folder; ``run / "models/contrastive"`` is a path inside it."""
+
+    path: Path
+
+    def __truediv__(self, part: str) -> Path:
+        return self.path / part
+
+    def require(self, part: str, made_by: str) -> Path:
+        """The path of ``part``, or a :class:`MissingStepError` that names the notebook making it."""
+        path = self.path / part
+        if not path.exists():
+            raise MissingStepError(
+                f"{path} is missing: notebooks/{made_by} makes it. Run that notebook first "
+                "(or `make run` for the whole chain)."
+            )
+        return path
+
+    def record(self, step: str, parameters: dict[str, Any], results: dict[str, Any] | None = None,
+               seconds: float | None = None) -> Path:
+        """Write ``steps/<step>.json``: parameters, results, seconds, package versions."""
+        from workbench.cards import versions
+
+        path = self.path / "steps" / f"{step}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        entry = {"step": step, "parameters": parameters, "results": results or {},
+                 "seconds": None if seconds is None else round(seconds, 1),
+                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": versions()}
+        path.write_text(json.dumps(entry, indent=2, default=str) + "\n", encoding="utf-8")
+        return path
+
+    def steps(self) -> dict[str, dict[str, Any]]:
+        """Every recorded step, by name, in name order."""
+        return {path.stem: json.loads(path.read_text(encoding="utf-8"))
+                for path in sorted((self.path / "steps").glob("*.json"))}
+
+    def load_model(self, name: str):
+        """A model this run trained (``"contrastive"``, ``"distilled"``: ``models/<name>``), else a hub id or path."""
+        from workbench.models import ColBERT
+
+        made_by = {"contrastive": "02_contrastive_training.ipynb", "distilled": "03_distillation.ipynb"}
+        if name in made_by or (self.path / "models" / name).exists():
+            return ColBERT(str(self.require(f"models/{name}", made_by.get(name, "an earlier notebook"))), device="cpu")
+        return ColBERT(name, device="cpu")
+
+    def test_collection(self):
+        """The held-out test collection notebook 01 saved (its name is in 01's record)."""
+        from workbench.data import load_beir
+
+        self.require("steps/01_build_dataset.json", "01_build_dataset.ipynb")
+        name = self.steps()["01_build_dataset"]["results"]["test collection"]
+        return load_beir(self.require(f"data/eval/{name}", "01_build_dataset.ipynb"), name=name)
+
+    def evaluation_collections(self) -> list:
+        """Every collection notebook 01 saved for evaluation (``data/eval/*``), by name."""
+        from workbench.data import load_beir
+
+        folders = sorted(path for path in self.require("data/eval", "01_build_dataset.ipynb").iterdir() if path.is_dir())
+        return [load_beir(folder) for folder in folders]
+
+    def save_table(self, table: pd.DataFrame, name: str) -> Path:
+        path = self.path / "results" / f"{name}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(path)
+        return path
+
+    def table(self, name: str, made_by: str) -> pd.DataFrame:
+        return pd.read_csv(self.require(f"results/{name}.csv", made_by), index_col=0)
+
+    def save_figure(self, figure, name: str) -> Path:
+        path = self.path / "plots" / f"{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=100, bbox_inches="tight")
+        return path
+
+
+# Columns that hold timings, and their units: shown as "12.3 ms" so that a reader (and nbval's
+# sanitizer, nbconfig/sanitize.cfg) can tell a timing, which varies from run to run, from a result.
+TIME_UNITS = {"ms_per_query": "ms", "seconds": "s", "build_seconds": "s"}
+
+
+def with_time_units(table: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``table`` with its timing columns written with their unit."""
+    shown = table.copy()
+    for column, unit in TIME_UNITS.items():
+        if column in shown.columns:
+            shown[column] = [f"{value:.2f} {unit}" for value in shown[column]]
+    return shown
+
+
+class _QueryTruncationNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "filled the entire query_expansion length" not in record.getMessage()
+
+
+def setup_display() -> None:
+    """Notebook display settings: 3-decimal tables, small figures (committed outputs stay small).
+
+    It also drops Sentence Transformers' notice that a query reached ``query_length``: ColBERT
+    cuts queries at that length by design (PyLate does so silently), and a notebook should not
+    show that as a warning.
+    """
+    import matplotlib
+
+    transformer_log = logging.getLogger("sentence_transformers.base.modules.transformer")
+    if not any(isinstance(f, _QueryTruncationNotice) for f in transformer_log.filters):
+        transformer_log.addFilter(_QueryTruncationNotice())
+    pd.set_option("display.precision", 3)
+    pd.set_option("display.max_colwidth", 80)
+    matplotlib.rcParams.update({"figure.dpi": 72, "savefig.dpi": 100})
+
+
+def start_run(run_dir: str | Path | None = None) -> Run:
+    """A run to fill: ``run_dir`` (or ``$WORKBENCH_RUN``) when given, else a new timestamped folder.
+
+    ``runs/latest`` then points at it, so the next notebooks find it.
+    """
+    chosen = run_dir or os.environ.get("WORKBENCH_RUN")
+    root = runs_root()
+    if chosen:
+        path = Path(chosen)
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path, suffix = root / stamp, 1
+        while path.exists():
+            suffix += 1
+            path = root / f"{stamp}-{suffix}"
+    path.mkdir(parents=True, exist_ok=True)
+    _point_latest(root, path)
+    return Run(path)
+
+
+def open_run(run_dir: str | Path | None = None) -> Run:
+    """The run given, else ``$WORKBENCH_RUN``, else ``runs/latest``; it must exist."""
+    chosen = run_dir or os.environ.get("WORKBENCH_RUN")
+    path = Path(chosen) if chosen else runs_root() / "latest"
+    if not path.is_dir():
+        raise MissingStepError(
+            f"No run folder at {path}: notebooks/01_build_dataset.ipynb starts one. Run it first "
+            "(or `make run` for the whole chain)."
+        )
+    return Run(path.resolve())
+
+
+def _point_latest(root: Path, path: Path) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    latest = root / "latest"
+    if latest.resolve() == path.resolve():
+        return
+    temporary = root / f".latest-{os.getpid()}"
+    if temporary.is_symlink():
+        temporary.unlink()
+    temporary.symlink_to(os.path.relpath(path.resolve(), root.resolve()), target_is_directory=True)
+    os.replace(temporary, latest)
