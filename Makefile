@@ -20,7 +20,7 @@ export UV_LINK_MODE ?= copy
 # sanitizer in nbconfig/ (timings, progress bars, addresses, run folder names, float noise).
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with nbconfig/sanitize.cfg --nbval-cell-timeout=3600
 # The notebooks' run folders under test go here, not into runs/.
-TEST_RUNS := .cache/test-runs
+TEST_RUNS := $(CURDIR)/.cache/test-runs
 
 .PHONY: run test test-full lab bench pylate-env notebooks clean
 

@@ -73,8 +73,7 @@ def main() -> None:
         rows, queries, documents = training_sets.teacher_scores(
             training_sets.bm25_negatives(train_split, n_negatives=4), teacher)
         scoring_seconds = round(time.perf_counter() - started, 1)
-        processing = utils.KDProcessing(queries=queries, documents=documents)
-        dataset = rows.map(processing.transform, batched=True, remove_columns=rows.column_names)
+        dataset = utils.KDProcessing(queries=queries, documents=documents).dataset(rows)
         model = fresh_model()
         loss = losses.Distillation(model=model, normalize_scores=options.normalize_student_scores)
         seconds = train(model, dataset, loss, options.steps, 8, str(ROOT / ".cache" / "runs" / "distillation"))

@@ -82,7 +82,8 @@ def _install_chromium() -> str | None:
     if code != 0:
         update_code, update_last = _attempt(["apt-get", "update"], 300, env)
         if update_code != 0:
-            return f"`apt-get update` failed (exit {update_code}): {update_last}"
+            return (f"`{' '.join(install)}` failed (exit {code}): {last}; "
+                    f"then `apt-get update` failed (exit {update_code}): {update_last}")
         code, last = _attempt(install, 600, env)
     if code != 0:
         return f"`{' '.join(install)}` failed (exit {code}): {last}"
@@ -150,7 +151,7 @@ def search_run(browser_tools, tmp_path_factory) -> SearchRun:
         from workbench.scores import colbert_scores, pack
 
         run = runs.start_run(base / "run")
-        train, test = training_sets.train_test("docstrings")
+        _, test = training_sets.train_test("docstrings")
         data.save_beir(test, run / "data/eval" / test.name)
         run.record("01_build_dataset", {}, {"test collection": test.name})
         model = models.load_model()  # the embedded untrained default model, offline, seeded
@@ -275,6 +276,7 @@ def lab(search_run, tmp_path_factory):
         "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={ROOT}", "--ServerApp.open_browser=False",
         "--ContentsManager.allow_hidden=True",  # the notebook's copy is under .cache/
+        "--LabApp.expose_app_in_browser=True",  # window.jupyterapp: the test reads the kernel's state
         "--LabApp.workspaces_dir=" + str(home / "workspaces"),
     ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
@@ -318,12 +320,23 @@ def _git_clean(path: Path) -> bool:
     return False
 
 
-# Code cells' prompts ("[3]:", "[*]:", "[ ]:") and the text of error outputs, read in the page.
+# The notebook's kernel is ready (needs --LabApp.expose_app_in_browser: window.jupyterapp).
+KERNEL_READY = """name => {
+  const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+  const session = panel && panel.sessionContext;
+  const kernel = session && session.session && session.session.kernel;
+  return !!(kernel && session.isReady && panel.context.path.endsWith(name)
+            && kernel.status === 'idle' && kernel.connectionStatus === 'connected');
+}"""
+
+# Code cells' prompts ("[3]:", "[*]:", "[ ]:") and the text of error outputs (tracebacks are stderr
+# outputs; the search results are not, though document snippets may well say "Error:").
 CELL_STATE = """() => ({
   prompts: [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')]
              .map(p => p.textContent.trim()),
-  errors: [...document.querySelectorAll('.jp-Notebook .jp-OutputArea-output')]
-             .map(o => o.textContent).filter(t => /Traceback|Error:/.test(t)),
+  errors: [...document.querySelectorAll(
+             '.jp-Notebook [data-mime-type="application/vnd.jupyter.stderr"]')]
+             .map(o => o.textContent).filter(t => /Traceback|\\w+(Error|Exception): /.test(t)),
 })"""
 
 
@@ -371,9 +384,10 @@ def test_notebook_08_search_in_browser(browser_tools, search_run, lab, tmp_path_
         try:
             relative = NOTEBOOK_COPY.relative_to(ROOT).as_posix()
             page.goto(lab.url(f"/lab/tree/{relative}"), wait_until="domcontentloaded", timeout=60_000)
-            # The notebook is open and its kernel idle.
+            # The notebook is open and its kernel started, connected and idle. (The toolbar's execution
+            # indicator says "idle" before there is a kernel at all: Run All clicked then runs nothing.)
             expect(page.locator(".jp-Notebook .jp-Cell").first).to_be_visible(timeout=90_000)
-            expect(page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")).to_have_count(1, timeout=90_000)
+            page.wait_for_function(KERNEL_READY, arg=NOTEBOOK_COPY.name, timeout=120_000, polling=250)
 
             _run_all_and_wait(page, timeout=150)
 
@@ -381,13 +395,14 @@ def test_notebook_08_search_in_browser(browser_tools, search_run, lab, tmp_path_
             box = widget.get_by_placeholder(PLACEHOLDER)
             expect(box).to_be_visible(timeout=30_000)
             results = widget.locator("table.workbench-results")
-            heatmap = widget.locator("img.widget-image, .widget-image img, img").first
+            heatmap = widget.locator("img.widget-image")
             # The notebook itself searched its example query: those results and that heatmap come first.
             expect(results).to_be_visible(timeout=30_000)
             results_before = results.inner_html()
             heatmap_before = heatmap.get_attribute("src") or ""
 
             box.fill(search_run.query)
+            expect(box).to_have_value(search_run.query)
             box.press("Enter")  # continuous_update=False: the value goes to the kernel on Enter
 
             first_title = widget.locator("table.workbench-results td.workbench-hit b").first
@@ -421,6 +436,8 @@ def test_notebook_08_search_in_browser(browser_tools, search_run, lab, tmp_path_
         finally:
             context.close()
 
+    # JupyterLab ran a copy and autosave is off: the notebook itself must be as it was (a change here
+    # means a save reached it, or someone edited it while the test ran).
     assert _digest(NOTEBOOK) == committed, f"{NOTEBOOK} changed while the browser test ran."
     if clean_before:
         assert _git_clean(NOTEBOOK), f"git diff shows changes to {NOTEBOOK} after the browser test."

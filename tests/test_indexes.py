@@ -296,3 +296,20 @@ def test_rerank_orders_each_querys_candidates(corpus):
     assert result[2] == []
     with pytest.raises(ValueError, match="one of each per query"):
         rank.rerank(documents_ids=candidates[:2], queries_embeddings=queries[:3], documents_embeddings=candidate_embeddings)
+
+
+def test_recall_latency_measures_each_setting_against_the_exact_top_k(corpus, tmp_path):
+    ids, embeddings, queries = corpus
+    index = indexes.Voyager(index_folder=tmp_path, index_name="i", override=True, dtype="float32")
+    index.add_documents(ids, embeddings)
+    reference = [[i for i, _ in top] for top in reference_top(queries, ids, embeddings, 10)]
+    settings = [(1, 10), (4, 64), (64, 300)]
+    sweep = retrieve.recall_latency(index, queries, reference, k=10, settings=settings, repeats=1)
+    assert list(zip(sweep["k_token"], sweep["n_full_scores"])) == settings
+    assert (sweep["ms_per_query"] > 0).all()
+    # Scoring every document exactly (n_full_scores >= corpus) finds the whole exact top 10; one
+    # centroid per token and 10 candidates cannot do better than that.
+    assert sweep["recall@10"].iloc[-1] == 1.0
+    assert sweep["recall@10"].iloc[0] <= sweep["recall@10"].iloc[-1]
+    with pytest.raises(ValueError, match="reference lists"):
+        retrieve.recall_latency(index, queries, reference[:3], k=10, settings=settings)

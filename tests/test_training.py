@@ -137,6 +137,10 @@ def test_kd_processing_joins_ids_with_texts():
     assert joined == {"query": ["the query"], "document_0": ["two"], "document_1": ["one"], "scores": [[0.9, 0.1]]}
     with pytest.raises(ValueError, match="needs columns"):
         utils.KDProcessing(queries=Dataset.from_dict({"id": ["q1"], "text": ["x"]}), documents=documents)
+    dataset = utils.KDProcessing(queries=queries, documents=documents).dataset(Dataset.from_dict(rows))
+    assert dataset.column_names == ["query", "document_0", "document_1", "document_2", "scores"]
+    assert dataset[0] == {"query": "the query", "document_0": "two", "document_1": "one", "document_2": "three",
+                          "scores": [0.9, 0.1, 0.3]}
 
 
 def test_the_same_seed_gives_the_same_loss_curve(minilm_path, tmp_path):

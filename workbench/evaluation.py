@@ -52,18 +52,23 @@ class ColBERTTripletEvaluator(MultiVectorTripletEvaluator):
 
 
 def search_collection(model, collection: Collection, depth: int = 100, batch_size: int = 32,
-                      show_progress_bar: bool = False, index: str = "exact") -> dict:
+                      show_progress_bar: bool = False, index: str = "exact",
+                      documents_embeddings: Sequence[Any] | None = None) -> dict:
     """The run (query id -> {document id: MaxSim}) of the judged queries over the whole corpus.
 
     ``index="exact"`` (default) scores every document with exact MaxSim; ``index="voyager"``
     builds a :class:`workbench.indexes.Voyager` index in a temporary folder and retrieves from it.
+    ``documents_embeddings`` (the corpus encoded by ``model``, in corpus order) skips encoding it.
     """
     if index not in ("exact", "voyager"):
         raise ValueError(f"index must be 'exact' or 'voyager', got {index!r}.")
     document_ids = list(collection.corpus)
     query_ids = list(collection.judged_queries)
-    documents = model.encode([collection.corpus[i] for i in document_ids], is_query=False,
-                             batch_size=batch_size, show_progress_bar=show_progress_bar)
+    documents = documents_embeddings
+    if documents is None:
+        documents = encode_corpus(model, collection, batch_size, show_progress_bar)
+    elif len(documents) != len(document_ids):
+        raise ValueError(f"{len(documents)} document embeddings for a corpus of {len(document_ids)}.")
     queries = model.encode([collection.queries[q] for q in query_ids], is_query=True, batch_size=batch_size)
     if index == "exact":
         scores = colbert_scores(queries, pack(documents)).numpy()
@@ -80,6 +85,12 @@ def search_collection(model, collection: Collection, depth: int = 100, batch_siz
             run = metrics.run_from_results(query_ids, retrieve.ColBERT(voyager).retrieve(queries, k=depth))
             voyager.close()
     return run
+
+
+def encode_corpus(model, collection: Collection, batch_size: int = 32, show_progress_bar: bool = False) -> list:
+    """The collection's documents encoded by ``model``, in corpus order."""
+    return model.encode(list(collection.corpus.values()), is_query=False, batch_size=batch_size,
+                        show_progress_bar=show_progress_bar)
 
 
 def evaluate_collection(model, collection: Collection, depth: int = 100, batch_size: int = 32,
@@ -191,11 +202,17 @@ def evaluate_models(models: Mapping[str, Any], collections: Sequence[Collection]
     if not models or not collections:
         raise ValueError("Give at least one model and one collection.")
     rows = []
+    encoded: dict[str, tuple[dict, list]] = {}  # model name -> (corpus, its embeddings): collections may share a corpus
     pairs = [(collection, name) for collection in collections for name in models]
     for collection, name in tqdm(pairs, desc="evaluations"):
         model = models[name]
-        run = bm25_run(collection) if model == BM25 else search_collection(model, collection, batch_size=batch_size,
-                                                                            index=index)
+        if isinstance(model, str) and model == BM25:
+            run = bm25_run(collection)
+        else:
+            if name not in encoded or encoded[name][0] != collection.corpus:
+                encoded[name] = (collection.corpus, encode_corpus(model, collection, batch_size))
+            run = search_collection(model, collection, batch_size=batch_size, index=index,
+                                    documents_embeddings=encoded[name][1])
         table = metrics.evaluate(collection.qrels, run, prefix="")
         rows.append({"dataset": collection.name, "model": name, **table.iloc[0].to_dict()})
     return pd.DataFrame(rows)

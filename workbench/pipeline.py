@@ -56,9 +56,10 @@ def inject_parameters(notebook: nbformat.NotebookNode, parameters: dict[str, Any
 
 def execute(notebook: nbformat.NotebookNode, working_directory: Path, timeout: int = 4 * 3600) -> None:
     """Run every cell of ``notebook`` in a fresh kernel of this Python, in ``working_directory``."""
-    # The kernel's own log (a notice that it talks over local TCP) is not the job's output.
+    # The kernel's own log (a notice that it talks over local TCP) is not the job's output. Widget
+    # state (progress bars, the demo's heatmap) lives in the kernel: saving it would only bloat the file.
     client = NotebookClient(notebook, timeout=timeout, kernel_name="python3", extra_arguments=["--log-level=ERROR"],
-                            resources={"metadata": {"path": str(working_directory)}})
+                            store_widget_state=False, resources={"metadata": {"path": str(working_directory)}})
     client.execute()
 
 
@@ -134,8 +135,8 @@ def main(argv: list[str] | None = None) -> None:
         print(summary(run).to_string())
         evaluation = run / "results" / "evaluation.csv"
         if evaluation.exists():
-            print("\nEvaluation (notebook 06):\n")
-            print(pd.read_csv(evaluation).to_string(index=False))
+            print("\nnDCG@10 on each evaluation collection (notebook 06):\n")
+            print(pd.read_csv(evaluation).pivot(index="model", columns="dataset", values="ndcg@10").round(4).to_string())
 
 
 if __name__ == "__main__":

@@ -51,10 +51,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "contrastive_steps": 30,
         "contrastive_batch_size": 16,
         "contrastive_negatives": 1,      # BM25 hard negatives per query, besides in-batch negatives
-        "distillation_steps": 30,
+        "distillation_steps": 20,
         "distillation_batch_size": 8,
-        "distillation_queries": 320,     # training queries the teacher scores
-        "distillation_negatives": 4,     # BM25 negatives per query the teacher scores with the positive
+        "distillation_queries": 160,     # training queries the teacher scores (20 steps of 8)
+        "distillation_negatives": 3,     # BM25 negatives per query the teacher scores with the positive
         "teacher": None,                 # None: the contrastive model of notebook 02
         "evaluation_datasets": None,     # None: the run's own evaluation collections (data/eval)
         "learning_rate": 3e-5,

@@ -321,9 +321,14 @@ def _score_pairs(teacher: Any, pairs: Sequence[tuple[str, str]], batch_size: int
         return np.asarray(logits, dtype=np.float32)
     from workbench.scores import colbert_scores_pairwise
 
-    queries = teacher.encode([q for q, _ in pairs], is_query=True, batch_size=batch_size)
-    documents = teacher.encode([d for _, d in pairs], is_query=False, batch_size=batch_size, show_progress_bar=True)
-    return colbert_scores_pairwise(queries, documents).numpy()
+    # Each query comes with all its documents, and documents recur across queries: encode each text once.
+    query_texts = list(dict.fromkeys(q for q, _ in pairs))
+    document_texts = list(dict.fromkeys(d for _, d in pairs))
+    query_embeddings = dict(zip(query_texts, teacher.encode(query_texts, is_query=True, batch_size=batch_size)))
+    document_embeddings = dict(zip(document_texts, teacher.encode(document_texts, is_query=False, batch_size=batch_size,
+                                                                  show_progress_bar=True)))
+    return colbert_scores_pairwise([query_embeddings[q] for q, _ in pairs],
+                                   [document_embeddings[d] for _, d in pairs]).numpy()
 
 
 def triplet_columns(triplets) -> list[str]:

@@ -60,6 +60,7 @@ class KDProcessing:
     Example::
 
         train = train.set_transform(utils.KDProcessing(queries=queries, documents=documents).transform)
+        # or, joined once: train = utils.KDProcessing(queries=queries, documents=documents).dataset(train)
     """
 
     def __init__(self, queries: Any, documents: Any, n_ways: int | None = None) -> None:
@@ -74,6 +75,13 @@ class KDProcessing:
             out[f"document_{position}"] = [self.documents[str(ids[position])] for ids in rows["document_ids"]]
         out["scores"] = [list(scores[:ways]) for scores in rows["scores"]]
         return out
+
+    def dataset(self, rows):
+        """``rows`` joined with their texts once (not on the fly), columns in the loss's order:
+        ``query``, ``document_0`` ... ``document_{n-1}``, ``scores``."""
+        joined = rows.map(self.transform, batched=True, remove_columns=rows.column_names)
+        documents = sorted((c for c in joined.column_names if c.startswith("document_")), key=lambda c: int(c[9:]))
+        return joined.select_columns(["query", *documents, "scores"])
 
 
 def _as_mapping(table: Any, id_column: str) -> dict[str, str]:

@@ -73,7 +73,7 @@ class SearchDemo:
         figure = plots.maxsim_heatmap(self.matches, title=f"{self.titles.get(document_id) or document_id}: "
                                                            f"MaxSim {self.matches.score:.2f}")
         buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=80)
+        figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
         plt.close(figure)
         self.heatmap.value = buffer.getvalue()
         return self.matches
@@ -105,7 +105,7 @@ class SearchDemo:
             snippet = text[: self.snippet_characters] + ("…" if len(text) > self.snippet_characters else "")
             rows.append(f"<tr><td>{rank}</td><td class='workbench-hit'><b>{html.escape(row.title or row.id)}</b>"
                         f"<br><small>{html.escape(snippet)}</small></td><td>{row.score:.2f}</td></tr>")
-        return ("<table class='workbench-results'><tr><th>#</th><th>document</th><th>MaxSim</th></tr>"
+        return ("<table class='workbench-results' style='line-height:1.3'><tr><th>#</th><th>document</th><th>MaxSim</th></tr>"
                 + "".join(rows) + "</table>")
 
     def _ipython_display_(self) -> None:
