@@ -22,13 +22,18 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with nbconfig/sanitize.cfg
 # The notebooks' run folders under test go here, not into runs/.
 TEST_RUNS := $(CURDIR)/.cache/test-runs
 
-.PHONY: run test test-full lab bench pylate-env notebooks clean
+.PHONY: run test test-full lab bench pylate-env notebooks constraints clean
 
-$(INSTALLED): pyproject.toml
+$(INSTALLED): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)" uv
-	$(VENV)/bin/uv pip install --quiet --python $(PY) --compile-bytecode -e ".[test,bench]"
+	$(VENV)/bin/uv pip install --quiet --python $(PY) --compile-bytecode -c constraints.txt -e ".[test,bench]"
 	touch $@
+
+# Pin what .venv holds now (after a change to pyproject.toml), so every clone computes the same outputs.
+constraints: $(INSTALLED)
+	{ sed -n '1,3p' constraints.txt; $(VENV)/bin/uv pip freeze --python $(PY) --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 # A separate environment with PyLate (it pins sentence-transformers 5.x), used only for parity
 # references. Best effort: when it cannot be built, the parity tests skip and say why.

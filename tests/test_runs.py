@@ -61,8 +61,9 @@ def test_a_notebook_run_alone_is_told_which_notebook_comes_first(runs_root):
 
 def test_record_writes_parameters_results_and_versions(runs_root):
     run = runs.start_run()
-    path = run.record("02_contrastive_training", {"steps": 3}, {"ndcg@10": 0.5}, seconds=1.234)
-    entry = json.loads(path.read_text())
+    shown = run.record("02_contrastive_training", {"steps": 3}, {"ndcg@10": 0.5}, seconds=1.234)
+    assert shown == {"ndcg@10": 0.5}
+    entry = json.loads((run / "steps" / "02_contrastive_training.json").read_text())
     assert entry["parameters"] == {"steps": 3} and entry["results"] == {"ndcg@10": 0.5}
     assert entry["seconds"] == 1.2
     assert "torch" in entry["versions"] and "sentence-transformers" in entry["versions"]

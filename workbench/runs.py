@@ -121,8 +121,9 @@ class Run:
         return path
 
     def record(self, step: str, parameters: dict[str, Any], results: dict[str, Any] | None = None,
-               seconds: float | None = None) -> Path:
-        """Write ``steps/<step>.json``: parameters, results, seconds, package versions."""
+               seconds: float | None = None) -> dict[str, Any]:
+        """Write ``steps/<step>.json`` (parameters, results, seconds, package versions); return the
+        results, so that a notebook cell ending with this call shows them."""
         from workbench.cards import versions
 
         path = self.path / "steps" / f"{step}.json"
@@ -131,7 +132,7 @@ class Run:
                  "seconds": None if seconds is None else round(seconds, 1),
                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": versions()}
         path.write_text(json.dumps(entry, indent=2, default=str) + "\n", encoding="utf-8")
-        return path
+        return entry["results"]
 
     def steps(self) -> dict[str, dict[str, Any]]:
         """Every recorded step, by name, in name order."""
@@ -171,11 +172,11 @@ class Run:
     def table(self, name: str, made_by: str) -> pd.DataFrame:
         return pd.read_csv(self.require(f"results/{name}.csv", made_by), index_col=0)
 
-    def save_figure(self, figure, name: str) -> Path:
+    def save_figure(self, figure, name: str) -> None:
+        """Save ``figure`` as ``plots/<name>.png`` (returns nothing: in a notebook, the figure shows itself)."""
         path = self.path / "plots" / f"{name}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, dpi=100, bbox_inches="tight")
-        return path
 
 
 # Columns that hold timings, and their units: shown as "12.3 ms" so that a reader (and nbval's
