@@ -69,9 +69,10 @@ def test_summary_lists_each_step_with_its_time_and_results(tmp_path, monkeypatch
     run = runs.start_run()
     run.record("01_build_dataset", {}, {"triplets": 690})
     run.record("02_contrastive_training", {}, {"contrastive ndcg@10": 0.61234})
-    (run / "pipeline.json").write_text(json.dumps({"seconds": {"01_build_dataset": 2.5}}))
+    (run / "pipeline.json").write_text(json.dumps({"seconds": {"01_build_dataset": 2.5, "08_widget_search_demo": 9.0}}))
     table = pipeline.summary(run)
-    assert table.loc["01_build_dataset", "seconds"] == 2.5
+    assert list(table.index) == ["01_build_dataset", "02_contrastive_training", "08_widget_search_demo"]
+    assert table.loc["01_build_dataset", "seconds"] == 2.5 and table.loc["08_widget_search_demo", "results"] == ""
     assert table.loc["02_contrastive_training", "results"] == "contrastive ndcg@10 0.6123"
 
 

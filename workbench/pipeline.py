@@ -97,9 +97,11 @@ def summary(run: runs.Run) -> pd.DataFrame:
     timings = {}
     if (run / "pipeline.json").exists():
         timings = json.loads((run / "pipeline.json").read_text())["seconds"]
+    steps = run.steps()
     rows = []
-    for step, entry in run.steps().items():
-        headline = ", ".join(f"{key} {_short(value)}" for key, value in entry["results"].items())
+    for step in sorted(set(timings) | set(steps)):
+        entry = steps.get(step, {})
+        headline = ", ".join(f"{key} {_short(value)}" for key, value in entry.get("results", {}).items())
         rows.append({"notebook": step, "seconds": timings.get(step, entry.get("seconds")), "results": headline})
     return pd.DataFrame(rows).set_index("notebook") if rows else pd.DataFrame(columns=["seconds", "results"])
 
