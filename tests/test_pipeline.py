@@ -81,3 +81,9 @@ def test_a_bad_profile_stops_the_job_before_any_folder_is_made(tmp_path, monkeyp
     with pytest.raises(ValueError, match="profile must be one of"):
         pipeline.run_pipeline(profile="fast")
     assert not (tmp_path / "runs").exists()
+
+
+def test_committed_notebooks_carry_no_cell_timestamps():
+    for path in pipeline.notebooks():
+        notebook = nbformat.read(path, as_version=4)
+        assert not [cell for cell in notebook.cells if "execution" in cell.metadata], path.name

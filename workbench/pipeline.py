@@ -54,12 +54,18 @@ def inject_parameters(notebook: nbformat.NotebookNode, parameters: dict[str, Any
     return notebook
 
 
-def execute(notebook: nbformat.NotebookNode, working_directory: Path, timeout: int = 4 * 3600) -> None:
-    """Run every cell of ``notebook`` in a fresh kernel of this Python, in ``working_directory``."""
+def execute(notebook: nbformat.NotebookNode, working_directory: Path, timeout: int = 4 * 3600,
+            record_timing: bool = True) -> None:
+    """Run every cell of ``notebook`` in a fresh kernel of this Python, in ``working_directory``.
+
+    ``record_timing`` keeps each cell's start and end times in its metadata (a run's notebooks
+    keep them; the committed ones do not, so that a refresh changes only what the cells show).
+    """
     # The kernel's own log (a notice that it talks over local TCP) is not the job's output. Widget
     # state (progress bars, the demo's heatmap) lives in the kernel: saving it would only bloat the file.
     client = NotebookClient(notebook, timeout=timeout, kernel_name="python3", extra_arguments=["--log-level=ERROR"],
-                            store_widget_state=False, resources={"metadata": {"path": str(working_directory)}})
+                            store_widget_state=False, record_timing=record_timing,
+                            resources={"metadata": {"path": str(working_directory)}})
     client.execute()
 
 
@@ -114,7 +120,7 @@ def refresh_committed() -> None:
     """Execute the committed notebooks in place with their defaults (the outputs nbval compares)."""
     for path in tqdm(notebooks(), desc="notebooks", unit="notebook"):
         notebook = nbformat.read(path, as_version=4)
-        execute(notebook, path.parent)
+        execute(notebook, path.parent, record_timing=False)
         nbformat.write(notebook, path)
 
 
