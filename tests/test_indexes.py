@@ -313,3 +313,17 @@ def test_recall_latency_measures_each_setting_against_the_exact_top_k(corpus, tm
     assert sweep["recall@10"].iloc[0] <= sweep["recall@10"].iloc[-1]
     with pytest.raises(ValueError, match="reference lists"):
         retrieve.recall_latency(index, queries, reference[:3], k=10, settings=settings)
+
+
+def test_the_same_documents_and_seed_build_the_same_index(corpus, tmp_path):
+    """A rebuilt index must search identically, or recall figures (and nbval outputs) drift."""
+    ids, embeddings, queries = corpus
+    built = []
+    for name in ("first", "second"):
+        index = indexes.Voyager(index_folder=tmp_path, index_name=name, seed=7)
+        index.add_documents(ids, embeddings)
+        results = retrieve.ColBERT(index).retrieve(queries, k=10, k_token=2, n_full_scores=10)
+        built.append((index.store.file_path("voyager").read_bytes(), results))
+        index.close()
+    assert built[0][0] == built[1][0]
+    assert built[0][1] == built[1][1]

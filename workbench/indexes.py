@@ -148,7 +148,7 @@ class Voyager(_Index):
         k_token: centroids looked up per query token (default 8; PyLate calls its per-token depth ``k_token`` too).
         n_full_scores: candidates per query scored exactly (default 256).
         dtype: ``"float16"`` (default) or ``"float32"`` token storage.
-        seed: seed of the k-means sampling and initialisation.
+        seed: seed of the k-means sampling and initialisation and of the HNSW graph's levels.
     """
 
     def __init__(self, index_folder: str | Path = "pylate-index", index_name: str = "index", override: bool = False,
@@ -200,9 +200,12 @@ class Voyager(_Index):
             num_dimensions=centroids.shape[1],
             M=self.parameters["M"],
             ef_construction=self.parameters["ef_construction"],
+            random_seed=self.parameters["seed"],
             storage_data_type=self._storage_types[self.parameters["storage_data_type"]],
         )
-        graph.add_items(centroids)
+        # Parallel insertion links the graph in thread-timing order, so every build (and every
+        # recall figure measured on it) would differ; the few thousand centroids take well under a second serially.
+        graph.add_items(centroids, num_threads=1)
         return graph
 
     def _loaded(self) -> None:
