@@ -81,6 +81,16 @@ def test_top_k_matches_the_reference_maxsim(kind, corpus, tmp_path):
             assert [h["score"] for h in got] == pytest.approx([s for _, s in want], abs=1e-4)
 
 
+def test_exact_search_in_memory_matches_the_reference_maxsim(corpus):
+    ids, embeddings, queries = corpus
+    results = retrieve.exact(queries, embeddings, ids, k=5)
+    for got, want in zip(results, reference_top(queries, ids, embeddings, 5)):
+        assert [h["id"] for h in got] == [i for i, _ in want]
+        assert [h["score"] for h in got] == pytest.approx([s for _, s in want], abs=1e-4)
+    with pytest.raises(ValueError, match="299 document embeddings for 300 document ids"):
+        retrieve.exact(queries, embeddings[1:], ids, k=5)
+
+
 def test_lifecycle_append_reopen_remove_override(corpus, tmp_path):
     ids, embeddings, queries = corpus
     index = indexes.Voyager(index_folder=tmp_path, index_name="i", override=True)

@@ -24,14 +24,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
 from sentence_transformers.multi_vector_encoder.evaluation import MultiVectorTripletEvaluator
 
-from workbench import metrics
+from workbench import metrics, retrieve
 from workbench.data import Collection
-from workbench.scores import colbert_scores, pack
 
 
 class ColBERTTripletEvaluator(MultiVectorTripletEvaluator):
@@ -71,13 +69,11 @@ def search_collection(model, collection: Collection, depth: int = 100, batch_siz
         raise ValueError(f"{len(documents)} document embeddings for a corpus of {len(document_ids)}.")
     queries = model.encode([collection.queries[q] for q in query_ids], is_query=True, batch_size=batch_size)
     if index == "exact":
-        scores = colbert_scores(queries, pack(documents)).numpy()
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
-        return {q: {document_ids[j]: float(scores[i, j]) for j in top[i]} for i, q in enumerate(query_ids)}
+        return metrics.run_from_results(query_ids, retrieve.exact(queries, documents, document_ids, k=depth))
     if index == "voyager":
         import tempfile
 
-        from workbench import indexes, retrieve
+        from workbench import indexes
 
         with tempfile.TemporaryDirectory(prefix="workbench-eval-") as folder:
             voyager = indexes.Voyager(index_folder=folder, index_name=collection.name, override=True)

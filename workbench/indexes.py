@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from workbench.scores import PackedEmbeddings, colbert_scores, pack, token_rows_of
+from workbench.scores import PackedEmbeddings, colbert_scores, pack, token_rows_of, top_k
 from workbench.store import IndexLockedError, TokenStore
 
 __all__ = ["Exact", "IndexLockedError", "Voyager"]
@@ -129,8 +129,8 @@ class Exact(_Index):
             self._float32 = PackedEmbeddings(np.asarray(packed.tokens, dtype=np.float32), packed.offsets)
         if subset is not None:
             positions = np.flatnonzero(subset)
-            return _top_k(colbert_scores(queries, self._float32.select(positions)).numpy(), k, positions)
-        return _top_k(colbert_scores(queries, self._float32).numpy(), k, None)
+            return top_k(colbert_scores(queries, self._float32.select(positions)).numpy(), k, positions)
+        return top_k(colbert_scores(queries, self._float32).numpy(), k, None)
 
 
 class Voyager(_Index):
@@ -229,7 +229,7 @@ class Voyager(_Index):
         if subset is not None and subset.sum() <= n_full_scores:
             # A small enough subset is scored whole: exact, and cheaper than looking for candidates.
             positions = np.flatnonzero(subset)
-            return _top_k(colbert_scores(queries, self.store.embeddings().select(positions)).numpy(), k, positions)
+            return top_k(colbert_scores(queries, self.store.embeddings().select(positions)).numpy(), k, positions)
         k_token = min(k_token or self.k_token, len(self._centroids))
         query_tokens = np.asarray(queries.tokens, dtype=np.float32)
         neighbours, distances = self._graph_index.query(query_tokens, k=k_token, query_ef=max(self.ef_search, k_token))
@@ -239,7 +239,7 @@ class Voyager(_Index):
             rows = slice(queries.offsets[index], queries.offsets[index + 1])
             candidates = self._postings.candidates(neighbours[rows], similarities[rows], subset, n_full_scores)
             exact = colbert_scores([query_tokens[rows]], self.store.embeddings().select(candidates)).numpy()
-            results.extend(_top_k(exact, k, candidates))
+            results.extend(top_k(exact, k, candidates))
         return results
 
 
@@ -283,19 +283,6 @@ class Postings:
         np.maximum.at(approximate, slot[documents] * width + query_token, similarity)
         best = np.argpartition(-approximate.reshape(-1, width).sum(axis=1), limit - 1)[:limit]
         return unique[np.sort(best)]
-
-
-def _top_k(scores: np.ndarray, k: int, positions: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per row of ``scores``, the ``k`` best (positions, scores), best first."""
-    results = []
-    k = min(k, scores.shape[1])
-    if k == 0:
-        return [(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)) for _ in scores]
-    for row in scores:
-        best = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
-        best = best[np.argsort(-row[best], kind="stable")]
-        results.append((best if positions is None else positions[best], row[best]))
-    return results
 
 
 def default_centroid_count(n_tokens: int) -> int:

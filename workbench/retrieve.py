@@ -14,6 +14,7 @@ Example::
     scores = retriever.retrieve(queries_embeddings=queries_embeddings, k=10)
     # [[{"id": "3", "score": 11.27}, {"id": "1", "score": 10.30}, ...], ...]
 
+:func:`exact` ranks in-memory embeddings by exact MaxSim without an index (the ground truth).
 :func:`recall_latency` sweeps the search settings of an index: recall of the exact top-k
 against milliseconds per query (the curve ``workbench.plots.recall_latency`` draws).
 """
@@ -28,7 +29,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from workbench.scores import pack
+from workbench.scores import colbert_scores, pack, top_k
 
 
 class ColBERT:
@@ -74,6 +75,24 @@ class ColBERT:
             for positions, scores in self.index.search(batch, k, subset=mask, k_token=k_token, n_full_scores=n_full_scores):
                 results.append([{"id": ids[p], "score": float(s)} for p, s in zip(positions, scores)])
         return results
+
+
+def exact(queries_embeddings: Any, documents_embeddings: Any, document_ids: Sequence[str], k: int = 10
+          ) -> list[list[dict[str, Any]]]:
+    """The ``k`` best documents per query by exact MaxSim over every document, in memory.
+
+    The ground truth an index is measured against, without writing one: ``documents_embeddings``
+    are ``document_ids``' embeddings in the same order (a list, a padded tensor or
+    :class:`~workbench.scores.PackedEmbeddings`). Same output as :meth:`ColBERT.retrieve`.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}.")
+    documents = pack(documents_embeddings)
+    if len(documents) != len(document_ids):
+        raise ValueError(f"{len(documents)} document embeddings for {len(document_ids)} document ids.")
+    scores = colbert_scores(queries_embeddings, documents).numpy()
+    return [[{"id": document_ids[p], "score": float(s)} for p, s in zip(positions, row)]
+            for positions, row in top_k(scores, k)]
 
 
 # (k_token, n_full_scores) pairs from cheap to thorough; the index defaults are (8, 256).

@@ -162,6 +162,22 @@ def colbert_scores(
     return torch.from_numpy(scores)
 
 
+def top_k(scores: np.ndarray, k: int, positions: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per row of ``scores``, the ``k`` best (positions, scores), best first.
+
+    ``positions`` maps the columns of ``scores`` to document positions (a subset's), if given.
+    """
+    results = []
+    k = min(k, scores.shape[1])
+    if k == 0:
+        return [(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)) for _ in scores]
+    for row in scores:
+        best = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
+        best = best[np.argsort(-row[best], kind="stable")]
+        results.append((best if positions is None else positions[best], row[best]))
+    return results
+
+
 def colbert_scores_pairwise(
     queries: Any,
     documents: Any,
