@@ -10,14 +10,12 @@ Metrics with ranx (trec_eval conventions); a paired t-test of every run against 
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 from sentence_transformers import SentenceTransformer
 
 from common import CACHE, COLLECTIONS, cached_embeddings, emit, require_shared
-from workbench import baselines, metrics
+from workbench import baselines, metrics, retrieve
 from workbench.models import default_model_path
-from workbench.scores import colbert_scores
 
 METRICS = ["ndcg@10", "mrr@10", "map@100", "recall@100"]
 
@@ -31,12 +29,8 @@ def main() -> None:
     for name in COLLECTIONS:
         collection, query_ids, queries, document_ids, documents, _ = cached_embeddings(name)
         judged = set(collection.judged_queries)
-        scores = colbert_scores([queries[i] for i in range(len(queries))], documents).numpy()
-        colbert = {}
-        for row, query_id in zip(scores, query_ids):
-            if query_id in judged:
-                top = np.argsort(-row, kind="stable")[:100]
-                colbert[query_id] = {document_ids[j]: float(row[j]) for j in top}
+        results = retrieve.exact(queries, documents, document_ids, k=100)
+        colbert = {q: ranked for q, ranked in metrics.run_from_results(query_ids, results).items() if q in judged}
         runs = {
             "ColBERT (answerai-colbert-small-v1)": colbert,
             "BM25 (bm25s)": baselines.bm25_run(collection),

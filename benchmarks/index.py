@@ -27,7 +27,6 @@ import numpy as np
 
 from common import CACHE, cached_embeddings, emit, machine, require_shared
 from workbench import indexes, metrics, retrieve
-from workbench.scores import colbert_scores
 
 SWEEP = retrieve.SWEEP[1:]
 NDCG = [("ndcg@10", "ndcg@10")]
@@ -55,9 +54,9 @@ def main() -> None:
     collection, query_ids, packed_queries, document_ids, packed_documents, _ = cached_embeddings("msmarco-dl19-5k")
     queries = [packed_queries[i] for i in range(len(packed_queries))]
     documents = [packed_documents[i] for i in range(len(packed_documents))]
-    exact_scores = colbert_scores(queries, packed_documents).numpy()
-    exact_top = [{document_ids[j] for j in np.argsort(-row)[:10]} for row in exact_scores]
-    exact_run = {q: {document_ids[j]: float(row[j]) for j in np.argsort(-row)[:10]} for q, row in zip(query_ids, exact_scores)}
+    exact_results = retrieve.exact(queries, packed_documents, document_ids, k=10)
+    exact_top = [{hit["id"] for hit in hits} for hits in exact_results]
+    exact_run = metrics.run_from_results(query_ids, exact_results)
     exact_ndcg = float(metrics.evaluate(collection.qrels, exact_run, metrics=NDCG, prefix="").iloc[0, 0])
 
     workdir = Path(tempfile.mkdtemp(prefix="workbench-index-bench-"))
