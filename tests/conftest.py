@@ -21,7 +21,7 @@ def missing(reason: str) -> None:
 
 def _require(path: Path) -> Path:
     if not path.exists():
-        missing(f"{path} is not on this machine (the real offline assets live in ../shared).")
+        missing(f"{path} is not on this machine (the real offline assets live in ../shared; set WORKBENCH_SHARED if yours are elsewhere).")
     return path
 
 
