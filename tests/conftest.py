@@ -66,3 +66,9 @@ def reference_maxsim(query: np.ndarray, document: np.ndarray) -> float:
     for q in query.astype(np.float64):
         total += max(float(np.dot(q, d)) for d in document.astype(np.float64))
     return total
+
+
+def unit(rng: np.random.Generator, n: int, dim: int = 32) -> np.ndarray:
+    """``n`` random unit vectors of dimension ``dim`` (float32): stand-ins for token embeddings."""
+    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)

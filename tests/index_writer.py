@@ -1,13 +1,19 @@
-"""Child process for the durability tests: appends batches, reporting each commit.
+"""Child process for the durability and concurrency tests: writes to an index, reporting each commit.
 
 python tests/index_writer.py FOLDER START_BATCH [CRASH_AT]
+python tests/index_writer.py FOLDER churn
 
 Batch b holds documents "b-0" ... "b-{BATCH-1}", whose embeddings come from embeddings_for(b).
 Without CRASH_AT it appends forever (the parent kills it at a random moment). With CRASH_AT = k
 it commits one batch, then kills itself with SIGKILL during the next add_documents: halfway
 through its k-th file write, or, when the add makes fewer writes, just before the manifest switch.
+
+``churn`` adds and removes documents forever (the parent kills it): each round adds CHURN documents
+"c{round}-{i}" and removes those of two rounds before, so positions shift at every removal. Their
+embeddings are ``sparse_embedding(id)``.
 """
 
+import itertools
 import os
 import signal
 import sys
@@ -17,6 +23,32 @@ import numpy as np
 BATCH = 40
 TOKENS = 30
 DIM = 32
+CHURN = 20
+SPARSE_TOKENS = 8
+
+
+def sparse_embedding(document_id: str) -> np.ndarray:
+    """SPARSE_TOKENS unit tokens of four +-0.5 entries, a function of the id alone.
+
+    fp16 holds these values exactly and every dot product is a multiple of 0.25, so MaxSim against
+    them is exact in fp32: a query made of a document's tokens scores it exactly SPARSE_TOKENS
+    (and no other document that high), and any (id, score) a search returns can be checked exactly.
+    """
+    rng = np.random.default_rng(list(document_id.encode()))
+    tokens = np.zeros((SPARSE_TOKENS, DIM), dtype=np.float32)
+    for row in tokens:
+        row[rng.choice(DIM, size=4, replace=False)] = rng.choice([-0.5, 0.5], size=4)
+    return tokens
+
+
+def churn(index) -> None:
+    """Add and remove documents forever, reporting each round."""
+    for round_ in itertools.count():
+        ids = [f"c{round_}-{i}" for i in range(CHURN)]
+        index.add_documents(ids, [sparse_embedding(i) for i in ids])
+        if round_ >= 2:
+            index.remove_documents([f"c{round_ - 2}-{i}" for i in range(CHURN)])
+        print(f"committed {round_}", flush=True)
 
 
 def embeddings_for(batch: int) -> list[np.ndarray]:
@@ -52,9 +84,12 @@ def arm_crash(crash_at: int) -> None:
 if __name__ == "__main__":
     from workbench import indexes
 
-    folder, batch = sys.argv[1], int(sys.argv[2])
-    crash_at = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    folder = sys.argv[1]
     index = indexes.Voyager(index_folder=folder, index_name="index")
+    if sys.argv[2] == "churn":
+        churn(index)
+    batch = int(sys.argv[2])
+    crash_at = int(sys.argv[3]) if len(sys.argv) > 3 else 0
     while True:
         index.add_documents([f"{batch}-{i}" for i in range(BATCH)], embeddings_for(batch))
         print(f"committed {batch}", flush=True)

@@ -126,3 +126,69 @@ def test_statistics_count_what_the_metrics_will_see():
     row = data.statistics([collection]).loc["c"]
     assert (row["documents"], row["queries"], row["judged queries"]) == (2, 2, 1)
     assert row["relevant per query"] == 2 and row["words per query"] == 2 and row["words per document"] == 3
+
+
+def test_judged_queries_without_text_are_counted_warned_about_and_not_evaluated(tmp_path):
+    # As a public BEIR subset: the qrels judge q1, q2 and six queries whose text the subset left out.
+    qrels = "q1\td1\t1\nq2\td3\t1\n" + "".join(f"gone{i}\td1\t1\n" for i in range(6)) + "zero\td1\t0\n"
+    folder = write_beir(tmp_path / "subset", CORPUS, QUERIES, qrels)
+    with pytest.warns(UserWarning, match=r"subset: 6 judged queries have no text .* left out of the metrics"):
+        collection = data.load_beir(folder)
+    assert sorted(collection.judged_without_text) == [f"gone{i}" for i in range(6)]  # "zero" has no positive
+    assert collection.judged_qrels == {"q1": {"d1": 1}, "q2": {"d3": 1}}
+    assert repr(collection) == "Collection('subset': 3 documents, 2 queries, 2 judged, 6 judged without text)"
+    assert data.statistics([collection]).loc["subset", "judged without text"] == 6
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_id(tmp_path):
+    folder = write_beir(tmp_path / "bom", CORPUS, QUERIES, "\ufeffq1\td1\t1\nq2\td3\t1\n")  # no header
+    assert data.load_beir(folder).qrels == {"q1": {"d1": 1}, "q2": {"d3": 1}}
+    (folder / "queries.jsonl").write_text("\ufeff" + raw_jsonl(QUERIES), encoding="utf-8")
+    (folder / "corpus.jsonl").write_text("\ufeff" + raw_jsonl(CORPUS), encoding="utf-8")
+    collection = data.load_beir(folder)
+    assert list(collection.queries) == ["q1", "q2"] and list(collection.corpus)[0] == "d1"
+
+
+def test_only_a_header_word_makes_the_first_qrels_line_a_header(tmp_path):
+    folder = write_beir(tmp_path / "h", CORPUS, QUERIES, "q1\td1\thigh\nq2\td3\t1\n")
+    with pytest.raises(DataFormatError, match=r"test\.tsv:1: score 'high' is not an integer"):
+        data.load_beir(folder)
+    (folder / "qrels" / "test.tsv").write_text("q1\td1\t1\nq2\td3\tinf\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"test\.tsv:2: score 'inf' is not an integer"):
+        data.load_beir(folder)
+    (folder / "qrels" / "test.tsv").write_text("qid\tdocid\tScore\nq1\td1\t1\n", encoding="utf-8")
+    assert data.load_beir(folder).qrels == {"q1": {"d1": 1}}
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"_id": None, "text": "x"}, r"corpus\.jsonl:2: '_id' must be a string or an integer, got None"),
+    ({"_id": "d2", "text": ["a", "b"]}, r"corpus\.jsonl:2: 'text' must be a string, got list"),
+    ({"_id": "d2", "title": 3, "text": "x"}, r"corpus\.jsonl:2: 'title' must be a string"),
+])
+def test_ids_and_texts_of_the_wrong_type_are_refused(tmp_path, row, message):
+    folder = write_beir(tmp_path / "types", [CORPUS[0], row], QUERIES, "q1\td1\t1\n")
+    with pytest.raises(DataFormatError, match=message):
+        data.load_beir(folder)
+
+
+def test_integer_ids_are_kept_and_parquet_nulls_are_empty_texts(tmp_path):
+    folder = tmp_path / "NanoNulls"
+    for part, rows in {
+        "corpus": [{"_id": "d1", "text": "alpha"}, {"_id": "d2", "text": None}],
+        "queries": [{"_id": 7, "text": "first letter"}],
+        "qrels": [{"query-id": 7, "corpus-id": "d1"}],
+    }.items():
+        (folder / part).mkdir(parents=True)
+        pd.DataFrame(rows).to_parquet(folder / part / "train.parquet")
+    collection = data.load_nanobeir(folder)
+    assert collection.corpus == {"d1": "alpha"}, "a null text is empty, not the text 'nan'"
+    assert collection.queries == {"7": "first letter"} and collection.qrels == {"7": {"d1": 1}}
+
+
+@pytest.mark.parametrize("bad_id", ["q\t1", "q\n1", "q1\r"])
+def test_save_beir_refuses_ids_the_tsv_cannot_hold_before_writing(tmp_path, bad_id):
+    for qrels in ({bad_id: {"a": 1}}, {"q": {bad_id: 1}}):
+        collection = Collection("c", {"a": "alpha", bad_id: "beta"}, {"q": "x", bad_id: "y"}, qrels)
+        with pytest.raises(ValueError, match="tab, newline or carriage return"):
+            data.save_beir(collection, tmp_path / "out")
+        assert not (tmp_path / "out").exists()

@@ -139,3 +139,38 @@ def test_evaluate_models_lines_up_colberts_and_bm25_per_dataset(minilm_colbert, 
     assert "**MaxSim_ndcg@10**" in cards.render_card(minilm_colbert, evaluations={"retrieval": card_table})
     with pytest.raises(ValueError, match="No results for model 'absent'"):
         evaluation.model_table(results, "absent")
+
+
+class WordModel:
+    """A stand-in ColBERT: one token per word, one-hot over a vocabulary, so MaxSim counts shared words."""
+
+    def __init__(self, vocabulary):
+        self.column = {word: i for i, word in enumerate(vocabulary)}
+
+    def encode(self, texts, is_query=True, **_):
+        embeddings = []
+        for text in texts:
+            words = text.split()
+            tokens = np.zeros((len(words), len(self.column)), np.float32)
+            for row, word in enumerate(words):
+                tokens[row, self.column[word]] = 1
+            embeddings.append(tokens)
+        return embeddings
+
+
+def test_judged_queries_without_text_are_left_out_of_a_collections_metrics():
+    corpus = {"d1": "paris france", "d2": "plants grow", "d3": "green plants here", "d4": "berlin"}
+    queries = {"q1": "paris", "q2": "green plants"}
+    # q1 finds d1 first (1 shared word against 0); q2 finds d3 (2 words) before its relevant d2 (1 word).
+    qrels = {"q1": {"d1": 1}, "q2": {"d2": 1}, **{f"gone{i}": {"d1": 1} for i in range(6)}}  # six without text
+    collection = Collection("subset", corpus, queries, qrels)
+    model = WordModel(sorted({w for text in [*corpus.values(), *queries.values()] for w in text.split()}))
+    expected_ndcg = (1 + 1 / math.log2(3)) / 2  # BEIR's mean over q1 and q2; 0.204 if the six counted as 0
+    with pytest.warns(UserWarning, match="6 judged queries have no text"):
+        table, run = evaluation.evaluate_collection(model, collection)
+    assert set(run) == {"q1", "q2"}
+    assert table.loc["subset", "MaxSim_ndcg@10"] == pytest.approx(expected_ndcg)
+    assert table.loc["subset", "MaxSim_mrr@10"] == pytest.approx((1 + 1 / 2) / 2)
+    with pytest.warns(UserWarning, match="6 judged queries have no text"):
+        results = evaluation.evaluate_models({"words": model}, [collection])
+    assert results.loc[0, "ndcg@10"] == pytest.approx(expected_ndcg)

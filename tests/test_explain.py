@@ -103,10 +103,18 @@ def test_choosing_another_result_redraws_the_heatmap(demo):
     assert demo.matches.document_tokens[1] == "[D]" and demo.hits["title"].iloc[0] == "Paris"
 
 
+def test_search_then_explain_explains_the_last_search_without_the_box(demo, minilm_colbert):
+    hits = demo.search("who painted the mona lisa")
+    matches = demo.explain(hits["id"].iloc[0])
+    assert demo.query.value == "" and matches.query_tokens == explain.token_matches(
+        minilm_colbert, "who painted the mona lisa", demo.documents["mona"]).query_tokens
+    assert demo.heatmap.value[:4] == b"\x89PNG"
+
+
 def test_the_demo_rejects_what_it_cannot_search(demo, minilm_colbert):
     with pytest.raises(ValueError, match="empty"):
         demo.search("   ")
-    with pytest.raises(ValueError, match="Type a query first"):
+    with pytest.raises(ValueError, match="Search first"):
         demo.explain("paris")
     demo.query.value = "mona lisa"
     with pytest.raises(KeyError, match="nowhere"):

@@ -11,15 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import reference_maxsim
-from index_writer import BATCH, embeddings_for
+from conftest import reference_maxsim, unit
+from index_writer import BATCH, SPARSE_TOKENS, embeddings_for, sparse_embedding
 from workbench import indexes, rank, retrieve
 from workbench.store import IndexCorruptError, IndexLockedError
-
-
-def unit(rng, n, dim=32):
-    vectors = rng.standard_normal((n, dim)).astype(np.float32)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
 @pytest.fixture
@@ -276,6 +271,43 @@ def test_writers_killed_by_sigkill_at_random_moments_lose_nothing(tmp_path):
         batches = assert_last_committed_state(tmp_path, batches + len(reported))
 
 
+def test_searches_during_add_and_remove_churn_each_see_one_commit(tmp_path):
+    """Another process adds and removes documents while this one searches: every hit must be a
+    document of one committed state with that document's own exact score (its embedding is a
+    function of its id), and a base document's own tokens must find it first, scoring exactly
+    SPARSE_TOKENS. Mixing two commits gives IndexError, or ids of the wrong positions."""
+    base = [f"base-{i}" for i in range(20)]  # 160 tokens: the churn's growth retrains the centroids once
+    writer = indexes.Voyager(index_folder=tmp_path, index_name="index", override=True)
+    writer.add_documents(base, [sparse_embedding(i) for i in base])
+    writer.close()
+    reader = retrieve.ColBERT(indexes.Voyager(index_folder=tmp_path, index_name="index"))
+    child = run_writer(tmp_path, "churn")
+    errors, wrong, states, searches = [], [], set(), 0
+    try:
+        assert committed_batches(child, 1), "the churn writer committed nothing in 60 s"
+        deadline = time.monotonic() + 45  # a bound against hanging, not a timing assertion
+        while (searches < 500 or len(states) < 20) and time.monotonic() < deadline:
+            target = base[searches % len(base)]
+            query = sparse_embedding(target)
+            searches += 1
+            try:
+                hits = reader.retrieve([query], k=5)[0]
+            except Exception as error:  # every failure counts, whatever its type
+                errors.append(repr(error))
+                continue
+            states.add(reader.index.store.manifest["next_file"])
+            if hits[0] != {"id": target, "score": SPARSE_TOKENS} or any(
+                hit["score"] != reference_maxsim(query, sparse_embedding(hit["id"])) for hit in hits
+            ):
+                wrong.append(hits)
+    finally:
+        child.kill()
+        child.wait()
+    assert searches >= 500 and len(states) >= 20, f"{searches} searches over {len(states)} commits"
+    assert not errors, f"{len(errors)} of {searches} searches failed: {errors[:3]}"
+    assert not wrong, f"{len(wrong)} of {searches} searches returned wrong ids or scores: {wrong[:2]}"
+
+
 def test_damaged_indexes_are_named(corpus, tmp_path):
     ids, embeddings, _ = corpus
     index = indexes.Voyager(index_folder=tmp_path, index_name="i", override=True)
@@ -326,7 +358,7 @@ def test_recall_latency_measures_each_setting_against_the_exact_top_k(corpus, tm
 
 
 def test_the_same_documents_and_seed_build_the_same_index(corpus, tmp_path):
-    """A rebuilt index must search identically, or recall figures (and nbval outputs) drift."""
+    """A rebuilt index must search identically, or recall figures (and the notebooks' outputs) drift."""
     ids, embeddings, queries = corpus
     built = []
     for name in ("first", "second"):
@@ -337,3 +369,15 @@ def test_the_same_documents_and_seed_build_the_same_index(corpus, tmp_path):
         index.close()
     assert built[0][0] == built[1][0]
     assert built[0][1] == built[1][1]
+
+
+def test_candidates_that_tie_are_chosen_by_position_on_every_cpu():
+    """Documents that meet the same centroids tie exactly; the first ones by position are taken."""
+    from workbench.indexes import Postings
+
+    codes = np.array([0] * 1000 + [1] * 500, dtype=np.int64)       # documents 0-999 hold centroid 0
+    offsets = np.concatenate([np.arange(1001), 1000 + np.arange(1, 501)])  # 500-1499 hold centroid 1
+    postings = Postings(codes, offsets, n_centroids=2)
+    similarities = np.array([[0.9, 0.5]], dtype=np.float32)
+    assert postings.candidates(np.array([[0, 1]]), similarities, None, limit=10).tolist() == list(range(10))
+    assert postings.candidates(np.array([[1, 0]]), similarities, None, limit=3).tolist() == [1000, 1001, 1002]

@@ -59,3 +59,26 @@ def test_retrieve_results_become_a_run_and_mismatched_runs_are_refused():
         metrics.evaluate(QRELS, {"other": {"d1": 1.0}})
     with pytest.raises(ValueError, match="nothing to evaluate"):
         metrics.evaluate({"q1": {"d1": 0}}, RUN)
+
+
+def test_judged_queries_missing_from_the_run_count_as_zero_or_are_skipped_on_request():
+    qrels = {**QRELS, "q2": {"d9": 1}, "q3": {"d1": 0}}  # q2 is judged and not in RUN; q3 has no positive
+    # RUN ranks q1's first relevant document second: MRR 1/2; q2 scores 0 when counted.
+    assert metrics.evaluate(qrels, RUN, missing="zero").iloc[0]["MaxSim_mrr@10"] == pytest.approx((1 / 2 + 0) / 2)
+    assert metrics.evaluate(qrels, RUN, missing="skip").iloc[0]["MaxSim_mrr@10"] == pytest.approx(1 / 2)
+    assert metrics.per_query(qrels, RUN, "mrr@10", missing="skip").to_dict() == pytest.approx({"q1": 0.5})
+    with pytest.raises(ValueError, match="missing must be one of"):
+        metrics.evaluate(qrels, RUN, missing="drop")
+    with pytest.raises(ValueError, match="holds none of the queries"):
+        metrics.evaluate(qrels, {"q3": {"d1": 1.0}}, missing="skip")
+
+
+@pytest.mark.parametrize("run", [
+    {"q1": {"d1": math.nan, "d2": math.nan, "d3": math.nan}},  # all NaN: ranked in dict order, nDCG 1.0
+    {"q1": {"d2": 3.0, "d1": math.nan}},
+])
+def test_a_nan_score_is_refused_naming_query_and_document(run):
+    with pytest.raises(ValueError, match=r"document 'd\d' for query 'q1' is NaN"):
+        metrics.evaluate(QRELS, run)
+    with pytest.raises(ValueError, match="is NaN"):
+        metrics.compare(QRELS, {"a": RUN, "b": run})

@@ -186,3 +186,57 @@ def test_encoding_with_a_progress_bar_gives_the_same_embeddings(minilm_colbert):
     assert len(with_bar) == len(plain) == 11
     for a, b in zip(plain, with_bar):
         assert a.shape == b.shape and np.allclose(a, b, atol=1e-5)
+
+
+def test_is_query_must_be_a_boolean(minilm_colbert):
+    with pytest.raises(TypeError, match="is_query must be True or False"):
+        minilm_colbert.encode(["a text"], is_query="False")
+
+
+def test_a_truncated_config_is_named(minilm_path, tmp_path):
+    import shutil
+
+    broken = shutil.copytree(minilm_path, tmp_path / "broken")
+    config = broken / "config.json"
+    config.write_text(config.read_text()[:100])
+    with pytest.raises(ValueError, match=r"config\.json is not valid JSON"):
+        models.ColBERT(model_name_or_path=str(broken), device="cpu")
+
+
+def test_a_missing_model_says_where_it_was_looked_for(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OSError) as raised:
+        models.ColBERT(model_name_or_path="runs/none/models/contrastive", device="cpu")
+    message = str(raised.value)
+    assert str(tmp_path / "runs/none/models/contrastive") in message and "hub" in message
+
+
+def test_loaders_leave_the_device_to_the_ecosystem_unless_told(minilm_path, tmp_path, monkeypatch):
+    """None reaches Sentence Transformers, which takes CUDA, else MPS, else the CPU; the quick profile says CPU."""
+    from sentence_transformers import CrossEncoder
+
+    from workbench import runs, training_sets
+
+    devices = []
+    original = MultiVectorEncoder.__init__
+
+    def recording(self, *args, device=None, **kwargs):
+        devices.append(device)
+        original(self, *args, device=device, **kwargs)
+
+    monkeypatch.setattr(MultiVectorEncoder, "__init__", recording)
+    models.load_model(minilm_path)
+    monkeypatch.setenv("WORKBENCH_RUNS", str(tmp_path))
+    runs.start_run().load_model(minilm_path)
+    training_sets.load_teacher(minilm_path)
+    assert devices == [None, None, None]
+    recorded = []
+    monkeypatch.setattr(CrossEncoder, "__init__", lambda self, *args, device=None, **kwargs: recorded.append(device))
+    config = Path(minilm_path) / "config.json"
+    cross_encoder = tmp_path / "cross"
+    cross_encoder.mkdir()
+    (cross_encoder / "config.json").write_text(json.dumps({**json.loads(config.read_text()),
+                                                           "architectures": ["BertForSequenceClassification"]}))
+    training_sets.load_teacher(str(cross_encoder))
+    assert recorded == [None]
+    assert runs.settings("quick")["device"] == "cpu" and runs.settings("full")["device"] is None

@@ -1,4 +1,4 @@
-"""The main job's machinery and the committed notebooks' hygiene (nbval runs them; see nbconfig/)."""
+"""The main job's machinery and the committed notebooks' hygiene (make test executes them; see nbconfig/)."""
 
 import json
 

@@ -92,3 +92,82 @@ def test_bad_inputs_are_named(rng):
         colbert_scores_pairwise(random_texts(rng, [2, 2]), random_texts(rng, [2]))
     with pytest.raises(ValueError, match="mask has shape"):
         colbert_scores(np.ones((1, 3, 16), np.float32), random_texts(rng, [2]), queries_mask=np.ones((1, 4)))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_or_infinite_tokens_are_refused_naming_the_text(rng, bad):
+    texts = random_texts(rng, [2, 3, 4])
+    texts[1][2, 5] = bad
+    with pytest.raises(ValueError, match=r"Embedding 1 holds NaN or infinite values \(token 2\)"):
+        pack(texts)
+    padded = np.zeros((3, 4, 16), np.float32)
+    mask = np.zeros((3, 4), bool)
+    for i, text in enumerate(texts):
+        padded[i, : len(text)], mask[i, : len(text)] = text, True
+    with pytest.raises(ValueError, match=r"Embedding 1 holds NaN or infinite values \(token 2\)"):
+        pack(torch.from_numpy(padded), mask)
+    with pytest.raises(ValueError, match="Embedding 1 holds NaN"):
+        colbert_scores(random_texts(rng, [2]), texts)
+
+
+def test_masked_padding_may_hold_anything(rng):
+    texts = random_texts(rng, [2, 3])
+    padded = np.full((2, 3, 16), np.nan, np.float32)
+    for i, text in enumerate(texts):
+        padded[i, : len(text)] = text
+    packed = pack(padded, np.arange(3) < np.array([[2], [3]]))
+    np.testing.assert_array_equal(packed.tokens, np.concatenate(texts))
+
+
+def test_retrieve_and_rerank_name_a_nan_query(rng, tmp_path):
+    from workbench import indexes, rank, retrieve
+
+    documents = random_texts(rng, [3, 5])
+    queries = random_texts(rng, [4, 4, 4])
+    queries[2][0, 0] = np.nan
+    with pytest.raises(ValueError, match="Embedding 2 holds NaN"):
+        retrieve.exact(queries, documents, ["a", "b"], k=2)
+    with pytest.raises(ValueError, match="Embedding 2 holds NaN"):
+        rank.rerank([["a", "b"]] * 3, queries, [documents] * 3)
+    index = indexes.Exact(index_folder=tmp_path, index_name="i", override=True)
+    index.add_documents(["a", "b"], documents)
+    with pytest.raises(ValueError, match="Embedding 2 holds NaN"):
+        retrieve.ColBERT(index).retrieve(queries, k=2)
+    index.close()
+
+
+def test_scores_on_a_torch_device_equal_the_numpy_path():
+    """The CUDA/MPS path is the same torch code on any device: checked here on the CPU against numpy."""
+    from workbench.scores import _colbert_scores_on
+
+    rng = np.random.default_rng(4)
+    queries = [rng.normal(size=(n, 16)).astype(np.float32) for n in (3, 32)]
+    documents = [rng.normal(size=(n, 16)).astype(np.float16) for n in (1, 7, 40, 2, 13)]
+    expected = np.array([[reference_maxsim(q, d) for d in documents] for q in queries])
+    on_device = _colbert_scores_on(torch.device("cpu"), pack(queries), pack(documents), chunk_tokens=16).numpy()
+    np.testing.assert_allclose(on_device, expected, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(colbert_scores(queries, documents, device="cpu").numpy(), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_retrieve_and_rerank_pass_their_device_to_the_scorer(monkeypatch, tmp_path):
+    """retrieve(device=...) and rerank(device=...) are honoured, not accepted and ignored."""
+    from workbench import indexes, rank, retrieve
+
+    seen = []
+    original = scores.colbert_scores
+
+    def recording(*args, device=None, **kwargs):
+        seen.append(device)
+        return original(*args, device=device, **kwargs)
+
+    rng = np.random.default_rng(0)
+    documents = [rng.normal(size=(n, 8)).astype(np.float32) for n in (3, 5, 4)]
+    query = [rng.normal(size=(4, 8)).astype(np.float32)]
+    index = indexes.Exact(index_folder=tmp_path, index_name="toy", override=True)
+    index.add_documents(["a", "b", "c"], documents)
+    for module in (indexes, rank, retrieve):
+        monkeypatch.setattr(module, "colbert_scores", recording)
+    retrieve.ColBERT(index).retrieve(query, k=2, device="cpu")
+    rank.rerank([["a", "b"]], query, [documents[:2]], device="cpu")
+    retrieve.exact(query, documents, ["a", "b", "c"], k=2, device="cpu")
+    assert seen == ["cpu", "cpu", "cpu"]

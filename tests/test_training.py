@@ -227,6 +227,21 @@ def test_teacher_scores_keep_the_positive_first(minilm_path, minilm_colbert):
     assert first["scores"][1] == pytest.approx(reference_maxsim(q, d), abs=1e-3)
 
 
+def test_teacher_scores_belong_to_their_documents_with_ten_or_more_negatives(minilm_path):
+    """negative_10 sorts before negative_2 as a string: the columns must be read in numeric order."""
+    train, _ = training_sets.docstring_collection()
+    triplets = training_sets.bm25_negatives(train, n_negatives=11).select(range(2))
+    assert training_sets.triplet_columns(triplets)[-2:] == ["negative_10", "negative_11"]
+    teacher = CrossEncoder(minilm_path, num_labels=1, device="cpu")
+    rows, _, documents = training_sets.teacher_scores(triplets, teacher)
+    assert dict(zip(documents["document_id"], documents["text"])) == {
+        d: train.corpus[d] for row in rows for d in row["document_ids"]}
+    for row, triplet in zip(rows, triplets):
+        direct = teacher.predict([(triplet["query"], train.corpus[d]) for d in row["document_ids"]],
+                                 activation_fn=torch.nn.Identity())
+        np.testing.assert_allclose(row["scores"], direct, atol=1e-5)
+
+
 def test_two_process_training_under_torchrun(tmp_path):
     script = Path(__file__).with_name("ddp_train.py")
     result = subprocess.run(

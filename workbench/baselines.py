@@ -17,10 +17,11 @@ from __future__ import annotations
 import numpy as np
 
 from workbench.data import Collection
+from workbench.scores import top_k
 
 
 def bm25_run(collection: Collection, depth: int = 100) -> dict:
-    """BM25 (bm25s, English stopwords) over the corpus."""
+    """BM25 (bm25s, English stopwords) over the corpus; near-tied documents ranked in corpus order."""
     import bm25s
 
     document_ids = list(collection.corpus)
@@ -28,12 +29,16 @@ def bm25_run(collection: Collection, depth: int = 100) -> dict:
     retriever = bm25s.BM25()
     retriever.index(bm25s.tokenize([collection.corpus[i] for i in document_ids], stopwords="en", show_progress=False),
                     show_progress=False)
-    indices, scores = retriever.retrieve(
-        bm25s.tokenize([collection.queries[q] for q in query_ids], stopwords="en", show_progress=False),
-        k=min(depth, len(document_ids)), show_progress=False, n_threads=1,
-    )
-    return {q: {document_ids[j]: float(s) for j, s in zip(row, row_scores)}
-            for q, row, row_scores in zip(query_ids, indices, scores)}
+    queries = bm25s.tokenize([collection.queries[q] for q in query_ids], stopwords="en", return_ids=False,
+                             show_progress=False)
+    run = {}
+    for query_id, tokens in zip(query_ids, queries):
+        # Every document's score, then one deterministic top-k: bm25s's own top-k orders tied
+        # scores (documents of equal length and term counts) differently on each SIMD level.
+        scores = retriever.get_scores(tokens) if tokens else np.zeros(len(document_ids), dtype=np.float32)
+        [(positions, best)] = top_k(np.asarray(scores, dtype=np.float32)[None, :], depth)
+        run[query_id] = {document_ids[j]: float(s) for j, s in zip(positions, best)}
+    return run
 
 
 def dense_run(model, collection: Collection, depth: int = 100, batch_size: int = 32) -> dict:
@@ -44,6 +49,5 @@ def dense_run(model, collection: Collection, depth: int = 100, batch_size: int =
                              normalize_embeddings=True, convert_to_numpy=True)
     queries = model.encode([collection.queries[q] for q in query_ids], batch_size=batch_size,
                            normalize_embeddings=True, convert_to_numpy=True)
-    scores = queries @ documents.T
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
-    return {q: {document_ids[j]: float(scores[i, j]) for j in top[i]} for i, q in enumerate(query_ids)}
+    return {q: {document_ids[j]: float(s) for j, s in zip(positions, best)}
+            for q, (positions, best) in zip(query_ids, top_k(queries @ documents.T, depth))}

@@ -10,6 +10,10 @@ What comes out: the card's text (:func:`render_card`), or a README.md (:func:`sa
 ``model.save_pretrained`` writes one as well). The front matter has ``model-index`` with one
 result block per dataset, whose values are exactly the evaluators' numbers.
 
+The trainer keeps what it records in memory only, so saving a model also writes that record
+(``workbench_card.json``, :func:`save_record`) and loading restores it (:func:`load_record`): a card
+rendered after a reload is the card rendered at save time.
+
 Example::
 
     from workbench import cards, evaluation
@@ -21,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import platform
 from pathlib import Path
 from typing import Any
@@ -163,16 +168,58 @@ No training was recorded by this model (for example, a converted checkpoint).
 {% endfor %}"""
 
 
+RECORD_FILE = "workbench_card.json"
+# What a card reads from ``model.model_card_data``, saved beside the weights.
+RECORDED_FIELDS = ("base_model", "language", "license", "model_id", "tags", "train_datasets",
+                   "non_default_hyperparameters", "all_hyperparameters", "training_logs", "citations")
+
+
 def evaluation_tables(model, evaluations: dict[str, pd.DataFrame] | None = None) -> dict[str, pd.DataFrame]:
-    """The given tables, else those of workbench evaluators recorded in ``model.model_card_data``."""
+    """The given tables, else those of workbench evaluators recorded in ``model.model_card_data``
+    (or restored with the model's record)."""
     if evaluations:
         return dict(evaluations)
-    found = {}
+    found = dict(getattr(model, "recorded_evaluations", {}))
     for evaluator in getattr(model.model_card_data, "eval_results_dict", {}) or {}:
         table = getattr(evaluator, "table", None)
         if isinstance(table, pd.DataFrame):
             found[getattr(evaluator, "name", type(evaluator).__name__)] = table
     return found
+
+
+def save_record(model, folder: str | Path) -> Path:
+    """Write what the card reads (training data, loss, hyperparameters, logs, evaluations) as JSON."""
+    data = model.model_card_data
+    record: dict[str, Any] = {name: getattr(data, name, None) for name in RECORDED_FIELDS}
+    for name in ("non_default_hyperparameters", "all_hyperparameters"):
+        # kept as the card shows them: a value's text is what the card prints
+        record[name] = {key: str(value) for key, value in (record[name] or {}).items()}
+    record["evaluations"] = {name: table.to_dict(orient="split")
+                             for name, table in evaluation_tables(model).items()}
+    path = Path(folder) / RECORD_FILE
+    path.write_text(json.dumps(record, indent=1, default=str) + "\n", encoding="utf-8")
+    return path
+
+
+def load_record(model, model_name_or_path: str) -> bool:
+    """Restore a saved record into ``model`` (a local folder, or a hub id when the hub is reachable)."""
+    from sentence_transformers.util import load_file_path
+
+    try:
+        path = load_file_path(str(model_name_or_path), RECORD_FILE)
+    except OSError:  # the hub cannot be reached: the model loads without its record
+        return False
+    if path is None:
+        return False
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not a workbench card record ({error}); delete it or save the model again.") from None
+    for name in RECORDED_FIELDS:
+        if record.get(name) is not None:
+            setattr(model.model_card_data, name, record[name])
+    model.recorded_evaluations = {name: pd.DataFrame(**split) for name, split in (record.get("evaluations") or {}).items()}
+    return True
 
 
 def render_card(model, evaluations: dict[str, pd.DataFrame] | None = None, model_id: str | None = None,

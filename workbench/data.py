@@ -10,14 +10,21 @@ What goes in:
   ``train``), or a local folder in that layout (``corpus/``, ``queries/``, ``qrels/`` holding
   parquet or jsonl files), or a BEIR folder.
 
-Rows whose title and text are both empty are left out: there is nothing to embed.
+Rows whose title and text are both empty are left out: there is nothing to embed. Ids are
+strings or integers (a null or a list is an error); texts and titles are strings or null.
 
 What comes out: a :class:`Collection` with ``corpus`` (document id -> text, the title joined in
 front of the text), ``titles``, ``queries`` (query id -> text) and ``qrels`` (query id ->
-{document id: grade}, zero grades kept: they are judged non-relevant documents).
+{document id: grade}, zero grades kept: they are judged non-relevant documents). Metrics cover the
+queries that have both a text and a judgement of grade >= 1 (:attr:`Collection.judged_queries`,
+:attr:`Collection.judged_qrels`, BEIR's convention); judged queries without a text cannot be run:
+they are counted (:attr:`Collection.judged_without_text`, the repr, :func:`statistics`) and a
+warning names them when the collection is loaded.
 
-Lines are split on ``\\n`` only: passage texts contain U+2028, which ``str.splitlines`` would treat
-as a line break. A malformed line or a missing file raises an error that names the file and line.
+Files are read as UTF-8 with an optional byte-order mark. Lines are split on ``\\n`` only: passage
+texts contain U+2028, which ``str.splitlines`` would treat as a line break. The first qrels line is a
+header only when its score field is a header word (``score``); any other non-integer score is an
+error. A malformed line or a missing file raises an error that names the file and line.
 
 Example::
 
@@ -30,9 +37,11 @@ Example::
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 NANOBEIR_DATASETS = {
@@ -51,6 +60,8 @@ NANOBEIR_DATASETS = {
     "touche2020": "NanoTouche2020",
 }
 NANOBEIR_ORGANISATION = "zeta-alpha-ai"
+# What the third field of a qrels header line says (BEIR writes "query-id corpus-id score").
+QRELS_HEADER_WORDS = {"score", "relevance", "grade", "label"}
 
 
 class DataFormatError(ValueError):
@@ -69,22 +80,49 @@ class Collection:
 
     @property
     def judged_queries(self) -> dict[str, str]:
-        """Queries with at least one judgement of grade >= 1, the ones that enter the metrics."""
+        """Queries with a text and at least one judgement of grade >= 1, the ones that enter the metrics."""
         return {
             query_id: text
             for query_id, text in self.queries.items()
             if any(grade >= 1 for grade in self.qrels.get(query_id, {}).values())
         }
 
+    @property
+    def judged_qrels(self) -> dict[str, dict[str, int]]:
+        """The judgements of :attr:`judged_queries`: the qrels a collection's metrics are computed on."""
+        return {query_id: self.qrels[query_id] for query_id in self.judged_queries}
+
+    @property
+    def judged_without_text(self) -> list[str]:
+        """Ids of queries judged relevant (grade >= 1) that have no text: they cannot be run."""
+        return [
+            query_id for query_id, judgements in self.qrels.items()
+            if query_id not in self.queries and any(grade >= 1 for grade in judgements.values())
+        ]
+
+    def warn_judged_without_text(self) -> None:
+        """Warn (``UserWarning``) when judged queries have no text, saying the metrics leave them out."""
+        missing = self.judged_without_text
+        if missing:
+            warnings.warn(
+                f"{self.name}: {len(missing)} judged queries have no text (e.g. {missing[:3]}); they cannot be "
+                f"run and are left out of the metrics, which cover the {len(self.judged_queries)} judged queries "
+                "with a text (BEIR's convention).",
+                stacklevel=3,
+            )
+
     def __repr__(self) -> str:
+        without_text = len(self.judged_without_text)
         return (
             f"Collection({self.name!r}: {len(self.corpus)} documents, {len(self.queries)} queries, "
-            f"{len(self.judged_queries)} judged)"
+            f"{len(self.judged_queries)} judged"
+            + (f", {without_text} judged without text)" if without_text else ")")
         )
 
 
 def statistics(collections: list[Collection]) -> pd.DataFrame:
-    """Sizes of collections: documents, queries, judged queries, judgements, mean words per text."""
+    """Sizes of collections: documents, queries, judged queries (and judged ones without text),
+    relevant documents per judged query, mean words per text; one row per collection."""
     rows = {}
     for collection in collections:
         judged = collection.judged_queries
@@ -92,6 +130,7 @@ def statistics(collections: list[Collection]) -> pd.DataFrame:
             "documents": len(collection.corpus),
             "queries": len(collection.queries),
             "judged queries": len(judged),
+            "judged without text": len(collection.judged_without_text),
             "relevant per query": sum(sum(g >= 1 for g in collection.qrels[q].values()) for q in judged) / max(len(judged), 1),
             "words per query": sum(len(t.split()) for t in collection.queries.values()) / max(len(collection.queries), 1),
             "words per document": sum(len(t.split()) for t in collection.corpus.values()) / max(len(collection.corpus), 1),
@@ -107,11 +146,23 @@ def load_beir(folder: str | Path, split: str = "test", name: str | None = None) 
     corpus, titles = _documents(_read_jsonl(folder / "corpus.jsonl"), folder / "corpus.jsonl")
     queries, _ = _documents(_read_jsonl(folder / "queries.jsonl"), folder / "queries.jsonl")
     qrels = _read_qrels_tsv(folder / "qrels" / f"{split}.tsv")
-    return Collection(name or folder.name, corpus, queries, qrels, titles)
+    return _loaded(Collection(name or folder.name, corpus, queries, qrels, titles))
 
 
 def save_beir(collection: Collection, folder: str | Path, split: str = "test") -> Path:
-    """Write a collection as a BEIR folder (``load_beir`` reads it back as it was)."""
+    """Write a collection as a BEIR folder (``load_beir`` reads it back as it was).
+
+    Ids in the qrels may not hold a tab, newline or carriage return: the qrels file is tab- and
+    line-separated, so neither ``load_beir`` nor BEIR's own reader could split them back. Such ids
+    raise ``ValueError`` before anything is written (ids are not escaped: other tools read the file).
+    """
+    for query_id, judgements in collection.qrels.items():
+        for identifier in (query_id, *judgements):
+            if any(separator in identifier for separator in "\t\n\r"):
+                raise ValueError(
+                    f"Id {identifier!r} holds a tab, newline or carriage return, which the tab-separated "
+                    "qrels file cannot hold; rename it before saving (nothing was written)."
+                )
     folder = Path(folder)
     (folder / "qrels").mkdir(parents=True, exist_ok=True)
     with open(folder / "corpus.jsonl", "w", encoding="utf-8") as handle:
@@ -164,7 +215,7 @@ def _load_nanobeir_folder(folder: Path) -> Collection:
         parts[part] = rows
     corpus, titles = _documents(parts["corpus"], folder / "corpus")
     queries, _ = _documents(parts["queries"], folder / "queries")
-    return Collection(folder.name, corpus, queries, _qrels_from_rows(parts["qrels"], folder / "qrels"), titles)
+    return _loaded(Collection(folder.name, corpus, queries, _qrels_from_rows(parts["qrels"], folder / "qrels"), titles))
 
 
 def _load_nanobeir_hub(hub_id: str) -> Collection:
@@ -182,15 +233,19 @@ def _load_nanobeir_hub(hub_id: str) -> Collection:
     corpus, titles = _documents(parts["corpus"], Path(hub_id) / "corpus")
     queries, _ = _documents(parts["queries"], Path(hub_id) / "queries")
     qrels = _qrels_from_rows(parts["qrels"], Path(hub_id) / "qrels")
-    return Collection(hub_id.split("/")[-1], corpus, queries, qrels, titles)
+    return _loaded(Collection(hub_id.split("/")[-1], corpus, queries, qrels, titles))
+
+
+def _loaded(collection: Collection) -> Collection:
+    collection.warn_judged_without_text()
+    return collection
 
 
 def _read_jsonl(path: Path) -> list[tuple[Path, int, dict]]:
     if not path.is_file():
         raise DataFormatError(f"{path}: file not found.")
     rows = []
-    # Split on "\n" only: texts may hold U+2028, which str.splitlines() would break on.
-    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
+    for number, line in enumerate(_lines(path), start=1):
         if not line.strip():
             continue
         try:
@@ -208,6 +263,8 @@ def _read_table(path: Path) -> list[tuple[Path, int, dict]]:
         import pandas as pd
 
         frame = pd.read_parquet(path)
+        # Missing values become None, as JSON's null: pandas gives NaN for a missing string.
+        frame = frame.astype(object).where(frame.notna(), None)
         return [(path, number, row) for number, row in enumerate(frame.to_dict("records"), start=1)]
     return _read_jsonl(path)
 
@@ -218,11 +275,10 @@ def _documents(rows: list[tuple[Path, int, dict]], source: Path) -> tuple[dict[s
     for path, number, row in rows:
         if "_id" not in row or "text" not in row:
             raise DataFormatError(f"{path}:{number}: a row needs '_id' and 'text', got keys {sorted(row)}.")
-        identifier = str(row["_id"])
+        identifier = _identifier(row, "_id", path, number)
         if identifier in texts:
             raise DataFormatError(f"{path}:{number}: duplicate id {identifier!r}.")
-        title = (row.get("title") or "").strip()
-        text = str(row["text"] or "").strip()
+        title, text = _text(row, "title", path, number), _text(row, "text", path, number)
         joined = f"{title} {text}".strip() if title else text
         if not joined:
             continue  # nothing to embed; such a row cannot be retrieved either
@@ -238,7 +294,7 @@ def _read_qrels_tsv(path: Path) -> dict[str, dict[str, int]]:
     if not path.is_file():
         raise DataFormatError(f"{path}: file not found.")
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
+    for number, line in enumerate(_lines(path), start=1):
         if not line.strip():
             continue
         fields = line.rstrip("\r").split("\t") if "\t" in line else line.split()
@@ -246,8 +302,8 @@ def _read_qrels_tsv(path: Path) -> dict[str, dict[str, int]]:
             fields = [fields[0], fields[2], fields[3]]
         if len(fields) != 3:
             raise DataFormatError(f"{path}:{number}: expected 3 columns (query-id, corpus-id, score), got {len(fields)}.")
-        if number == 1 and not _is_integer(fields[2]):
-            continue  # header line, e.g. "query-id corpus-id score"
+        if number == 1 and fields[2].strip().lower() in QRELS_HEADER_WORDS:
+            continue  # header line, e.g. "query-id corpus-id score"; any other score must be an integer
         rows.append((path, number, {"query-id": fields[0], "corpus-id": fields[1], "score": fields[2]}))
     return _qrels_from_rows(rows, path)
 
@@ -260,14 +316,39 @@ def _qrels_from_rows(rows: list[tuple[Path, int, dict]], source: Path) -> dict[s
         grade = row.get("score", 1)
         if not _is_integer(grade):
             raise DataFormatError(f"{path}:{number}: score {grade!r} is not an integer.")
-        qrels.setdefault(str(row["query-id"]), {})[str(row["corpus-id"])] = int(float(grade))
+        query_id, document_id = _identifier(row, "query-id", path, number), _identifier(row, "corpus-id", path, number)
+        qrels.setdefault(query_id, {})[document_id] = int(float(grade))
     if not qrels:
         raise DataFormatError(f"{source}: no judgements.")
     return qrels
 
 
+def _lines(path: Path) -> list[str]:
+    # utf-8-sig drops a byte-order mark, which would otherwise stick to the first id or break JSON.
+    # Split on "\n" only: texts may hold U+2028, which str.splitlines() would break on.
+    return path.read_text(encoding="utf-8-sig").split("\n")
+
+
+def _identifier(row: dict, key: str, path: Path, number: int) -> str:
+    """An id as text; only strings and integers are ids (str() would turn null into "None")."""
+    value = row[key]
+    if isinstance(value, str) or (isinstance(value, (int, np.integer)) and not isinstance(value, bool)):
+        return str(value)
+    raise DataFormatError(f"{path}:{number}: {key!r} must be a string or an integer, got {value!r:.60}.")
+
+
+def _text(row: dict, key: str, path: Path, number: int) -> str:
+    """A title or text, stripped; null or absent is empty, anything but a string is an error."""
+    value = row.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise DataFormatError(f"{path}:{number}: {key!r} must be a string, got {type(value).__name__} {value!r:.60}.")
+    return value.strip()
+
+
 def _is_integer(value: object) -> bool:
     try:
         return float(value) == int(float(value))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: "inf"
         return False

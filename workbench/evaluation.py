@@ -7,6 +7,9 @@ evaluator's ``name`` as prefix when given, as in PyLate's model cards.
 
 :func:`evaluate_collection`: exact search of a collection's judged queries over its corpus
 with a ColBERT model, scored with the seed metric set; returns the table and the ranx-ready run.
+Metrics cover the queries that have both a text and a judgement of grade >= 1
+(``collection.judged_qrels``, BEIR's convention); judged queries without a text cannot be run, and a
+warning counts them.
 :func:`evaluate_models` does it for several models (and BM25) on several collections, as one
 long table for plots; :func:`model_table` cuts one model's rows out for its card.
 
@@ -92,9 +95,14 @@ def encode_corpus(model, collection: Collection, batch_size: int = 32, show_prog
 def evaluate_collection(model, collection: Collection, depth: int = 100, batch_size: int = 32,
                         show_progress_bar: bool = False, relevance_level: int = 1,
                         index: str = "exact") -> tuple[pd.DataFrame, dict]:
-    """:func:`search_collection`, scored with the seed metric set: (metric table, run)."""
+    """:func:`search_collection`, scored with the seed metric set: (metric table, run).
+
+    The table covers ``collection.judged_queries``; judged queries without a text are left out,
+    with a warning.
+    """
+    collection.warn_judged_without_text()
     run = search_collection(model, collection, depth, batch_size, show_progress_bar, index)
-    table = metrics.evaluate(collection.qrels, run, relevance_level=relevance_level, name=collection.name)
+    table = metrics.evaluate(collection.judged_qrels, run, relevance_level=relevance_level, name=collection.name)
     return table, run
 
 
@@ -189,7 +197,8 @@ def evaluate_models(models: Mapping[str, Any], collections: Sequence[Collection]
     ``models`` maps a display name to a ColBERT, or to :data:`BM25` for the BM25 baseline (bm25s).
     Columns: ``dataset``, ``model``, then the seed metrics without the similarity prefix
     (``ndcg@10``...), so that BM25 and ColBERT rows line up. :func:`model_table` turns one model's
-    rows into the table a model card shows.
+    rows into the table a model card shows. Metrics cover each collection's judged queries that
+    have a text, as :func:`evaluate_collection`'s do.
     """
     from tqdm.auto import tqdm
 
@@ -200,6 +209,8 @@ def evaluate_models(models: Mapping[str, Any], collections: Sequence[Collection]
     rows = []
     encoded: dict[str, tuple[dict, list]] = {}  # model name -> (corpus, its embeddings): collections may share a corpus
     pairs = [(collection, name) for collection in collections for name in models]
+    for collection in collections:
+        collection.warn_judged_without_text()
     for collection, name in tqdm(pairs, desc="evaluations"):
         model = models[name]
         if isinstance(model, str) and model == BM25:
@@ -209,7 +220,7 @@ def evaluate_models(models: Mapping[str, Any], collections: Sequence[Collection]
                 encoded[name] = (collection.corpus, encode_corpus(model, collection, batch_size))
             run = search_collection(model, collection, batch_size=batch_size, index=index,
                                     documents_embeddings=encoded[name][1])
-        table = metrics.evaluate(collection.qrels, run, prefix="")
+        table = metrics.evaluate(collection.judged_qrels, run, prefix="")
         rows.append({"dataset": collection.name, "model": name, **table.iloc[0].to_dict()})
     return pd.DataFrame(rows)
 

@@ -21,11 +21,17 @@ every document with a token in one of them is a candidate, ranked by an approxim
 a token's similarity is replaced by its centroid's. The ``n_full_scores`` best candidates are then
 scored exactly from the token store. The centroids are trained on the first documents added and
 retrained, with every token re-assigned, whenever the index has grown fourfold since.
+
+A search reads one committed state (a :class:`~workbench.store.Snapshot`) from start to end: pass
+``snapshot=index.snapshot()`` to :meth:`search` and :meth:`subset_mask` to keep several calls on
+the same commit while another process writes (``retrieve.ColBERT`` does).
 """
 
 from __future__ import annotations
 
+import io
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,11 +39,18 @@ from typing import Any
 import numpy as np
 
 from workbench.scores import PackedEmbeddings, colbert_scores, pack, token_rows_of, top_k
-from workbench.store import IndexLockedError, TokenStore
+from workbench.store import IndexLockedError, Snapshot, TokenStore
 
 __all__ = ["Exact", "IndexLockedError", "Voyager"]
 
 RETRAIN_GROWTH = 4  # retrain the centroids once the index holds this many times the tokens they saw
+
+
+def check_positive(**values: Any) -> None:
+    """ValueError naming the first of ``values`` that is neither None nor a positive integer."""
+    for name, value in values.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
 
 
 class _Index:
@@ -45,7 +58,13 @@ class _Index:
 
     def __init__(self, index_folder: str | Path, index_name: str, override: bool, dtype: str,
                  embedding_size: int | None) -> None:
-        self.store = TokenStore(Path(index_folder) / index_name, dtype=dtype, override=override)
+        name = os.fspath(index_name)
+        # The index is the folder index_folder/index_name, and override replaces what it holds: a name
+        # that is empty, "." or a path would point it at index_folder itself or somewhere else.
+        if name in ("", ".", "..") or any(sep and sep in name for sep in (os.sep, os.altsep)):
+            raise ValueError(f"index_name must name one folder inside index_folder (not empty, '.', '..' or a path), "
+                             f"got {index_name!r}.")
+        self.store = TokenStore(Path(index_folder) / name, dtype=dtype, override=override, kind=type(self).__name__)
         if embedding_size is not None and self.store.dim is not None and self.store.dim != embedding_size:
             raise ValueError(f"The index holds {self.store.dim}-dimensional embeddings, not {embedding_size}.")
         self.embedding_size = embedding_size
@@ -59,47 +78,46 @@ class _Index:
             dims = {np.shape(e)[-1] for e in documents_embeddings}
             if dims != {self.embedding_size}:
                 raise ValueError(f"The index was created for dimension {self.embedding_size}, got {sorted(dims)}.")
-        if self.store.begin_write():
-            self._loaded()  # another writer committed since this index was read
         self.store.append(documents_ids, documents_embeddings, derive=self._derive)
-        self._loaded()
         return self
 
     def remove_documents(self, documents_ids: Sequence[str]):
         """Remove documents by id (all must exist) and commit."""
-        self.store.remove([str(i) for i in documents_ids])
-        self._loaded()
+        self.store.remove(documents_ids)
         return self
 
     def get_documents_embeddings(self, documents_ids: Sequence[str] | Sequence[Sequence[str]]) -> list:
         """The stored embeddings (fp32) of ``documents_ids``, or nested lists for nested ids (PyLate's form)."""
-        self.refresh()
+        snapshot = self.snapshot()
         if documents_ids and not isinstance(documents_ids[0], (str, int)):
             return [self.get_documents_embeddings(group) for group in documents_ids]
-        packed = self.store.embeddings()
-        return [np.asarray(packed[p], dtype=np.float32) for p in self.store.positions([str(i) for i in documents_ids])]
+        packed = snapshot.embeddings()
+        return [np.asarray(packed[p], dtype=np.float32) for p in snapshot.positions(documents_ids)]
 
     def close(self) -> None:
         """Release the writer lock; the index stays readable."""
         self.store.close()
 
-    def subset_mask(self, subset: Sequence[str] | None) -> np.ndarray | None:
+    def subset_mask(self, subset: Sequence[str] | None, snapshot: Snapshot | None = None) -> np.ndarray | None:
+        """Boolean mask over the positions of ``snapshot`` (default: the latest read) of the ids in ``subset``."""
         if subset is None:
             return None
-        mask = np.zeros(len(self.store), dtype=bool)
-        mask[self.store.positions([str(i) for i in subset])] = True
+        snapshot = self.store.snapshot if snapshot is None else snapshot
+        mask = np.zeros(len(snapshot.ids), dtype=bool)
+        mask[snapshot.positions(subset)] = True
         return mask
 
     def refresh(self) -> None:
         """Pick up what another process committed since this index was read."""
-        if self.store.refresh():
-            self._loaded()
+        self.store.refresh()
+
+    def snapshot(self) -> Snapshot:
+        """The latest committed state, to hand to :meth:`search` and :meth:`subset_mask`."""
+        self.refresh()
+        return self.store.snapshot
 
     def _derive(self, arrays: list[np.ndarray]) -> dict:
         return {}
-
-    def _loaded(self) -> None:
-        """Hook: the store was (re)loaded."""
 
 
 class Exact(_Index):
@@ -108,7 +126,7 @@ class Exact(_Index):
 
     Args:
         index_folder, index_name: the index lives in ``index_folder/index_name``.
-        override: start afresh, deleting what the folder held.
+        override: start afresh, replacing the workbench index the folder holds (nothing else is deleted).
         dtype: ``"float16"`` (default) or ``"float32"`` storage on disk.
         embedding_size: optional check of the embeddings' dimension (otherwise taken from the first documents).
     """
@@ -116,21 +134,20 @@ class Exact(_Index):
     def __init__(self, index_folder: str | Path = "pylate-index", index_name: str = "index", override: bool = False,
                  dtype: str = "float16", embedding_size: int | None = None) -> None:
         super().__init__(index_folder, index_name, override, dtype, embedding_size)
-        self._float32: PackedEmbeddings | None = None
 
-    def _loaded(self) -> None:
-        self._float32 = None
-
-    def search(self, queries: PackedEmbeddings, k: int, subset: np.ndarray | None = None, **_: Any):
-        """Top ``k`` (positions, scores) per query."""
-        self.refresh()
-        if self._float32 is None:
-            packed = self.store.embeddings()
-            self._float32 = PackedEmbeddings(np.asarray(packed.tokens, dtype=np.float32), packed.offsets)
+    def search(self, queries: PackedEmbeddings, k: int, subset: np.ndarray | None = None,
+               snapshot: Snapshot | None = None, device: str | None = None, **_: Any):
+        """Top ``k`` (positions in ``snapshot``, default the latest commit; scores) per query,
+        scored on ``device`` (None: the CPU)."""
+        snapshot = self.snapshot() if snapshot is None else snapshot
+        if "float32" not in snapshot.derived:
+            packed = snapshot.embeddings()
+            snapshot.derived["float32"] = PackedEmbeddings(np.asarray(packed.tokens, dtype=np.float32), packed.offsets)
+        documents = snapshot.derived["float32"]
         if subset is not None:
             positions = np.flatnonzero(subset)
-            return top_k(colbert_scores(queries, self._float32.select(positions)).numpy(), k, positions)
-        return top_k(colbert_scores(queries, self._float32).numpy(), k, None)
+            return top_k(colbert_scores(queries, documents.select(positions), device=device).numpy(), k, positions)
+        return top_k(colbert_scores(queries, documents, device=device).numpy(), k, None)
 
 
 class Voyager(_Index):
@@ -138,7 +155,7 @@ class Voyager(_Index):
 
     Args:
         index_folder, index_name: the index lives in ``index_folder/index_name``.
-        override: start afresh, deleting what the folder held.
+        override: start afresh, replacing the workbench index the folder holds (nothing else is deleted).
         embedding_size: optional check (PyLate's argument); by default the dimension comes from the
             first documents added, so any model's embeddings fit.
         M, ef_construction: HNSW graph degree and build depth (saved with the index).
@@ -161,17 +178,14 @@ class Voyager(_Index):
                          "e4m3": voyager.StorageDataType.E4M3}
         if storage_data_type.lower() not in storage_types:
             raise ValueError(f"storage_data_type must be one of {sorted(storage_types)}, got {storage_data_type!r}.")
-        for name, value in (("M", M), ("ef_construction", ef_construction), ("ef_search", ef_search),
-                            ("k_token", k_token), ("n_full_scores", n_full_scores)):
-            if value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value}.")
+        check_positive(M=M, ef_construction=ef_construction, ef_search=ef_search, k_token=k_token,
+                       n_full_scores=n_full_scores)
         super().__init__(index_folder, index_name, override, dtype, embedding_size)
         saved = self.store.extra.get("voyager_parameters", {})
         self.parameters = {"M": M, "ef_construction": ef_construction, "storage_data_type": storage_data_type.lower(),
                            "n_centroids": n_centroids, "seed": seed, **saved}
         self.ef_search, self.k_token, self.n_full_scores = ef_search, k_token, n_full_scores
         self._storage_types = storage_types
-        self._loaded()
 
     # -- building --------------------------------------------------------------------------------
 
@@ -208,37 +222,48 @@ class Voyager(_Index):
         graph.add_items(centroids, num_threads=1)
         return graph
 
-    def _loaded(self) -> None:
-        import voyager
+    @property
+    def _centroids(self) -> np.ndarray | None:
+        """The centroids of the latest state read (None before the first documents)."""
+        return centroids_of(self.store.snapshot)
 
-        self._centroids = self._graph_index = self._postings = None
-        if "centroids" not in self.store.manifest["files"]:
-            return
-        raw = self.store.file_path("centroids").read_bytes()[: self.store.manifest["sizes"]["centroids"]]
-        self._centroids = np.frombuffer(raw, dtype=np.float32).reshape(-1, self.store.dim)
-        self._graph_index = voyager.Index.load(str(self.store.file_path("voyager")))
-        self._postings = Postings(self.store.side_array("codes"), self.store.offsets, len(self._centroids))
+    def _searcher(self, snapshot: Snapshot):
+        """The HNSW graph and postings of ``snapshot`` (built once per committed state)."""
+        if "graph" not in snapshot.derived:
+            import voyager
+
+            # Loaded from the snapshot's bytes: the graph file on disk may be replaced meanwhile.
+            snapshot.derived["graph"] = voyager.Index.load(io.BytesIO(snapshot.contents["voyager"]))
+            snapshot.derived["postings"] = Postings(snapshot.side["codes"], snapshot.offsets,
+                                                    len(centroids_of(snapshot)))
+        return snapshot.derived["graph"], snapshot.derived["postings"]
 
     # -- searching -------------------------------------------------------------------------------
 
     def search(self, queries: PackedEmbeddings, k: int, subset: np.ndarray | None = None,
-               k_token: int | None = None, n_full_scores: int | None = None, **_: Any):
-        """Top ``k`` (positions, scores) per query."""
-        self.refresh()
+               k_token: int | None = None, n_full_scores: int | None = None, snapshot: Snapshot | None = None,
+               device: str | None = None, **_: Any):
+        """Top ``k`` (positions in ``snapshot``, default the latest commit; scores) per query.
+        ``k_token`` and ``n_full_scores`` (positive integers) override the index's settings; the
+        exact scoring runs on ``device`` (None: the CPU)."""
+        check_positive(k=k, k_token=k_token, n_full_scores=n_full_scores)
+        snapshot = self.snapshot() if snapshot is None else snapshot
+        documents = snapshot.embeddings()
         n_full_scores = max(n_full_scores or self.n_full_scores, k)
         if subset is not None and subset.sum() <= n_full_scores:
             # A small enough subset is scored whole: exact, and cheaper than looking for candidates.
             positions = np.flatnonzero(subset)
-            return top_k(colbert_scores(queries, self.store.embeddings().select(positions)).numpy(), k, positions)
-        k_token = min(k_token or self.k_token, len(self._centroids))
+            return top_k(colbert_scores(queries, documents.select(positions), device=device).numpy(), k, positions)
+        graph, postings = self._searcher(snapshot)
+        k_token = min(k_token or self.k_token, len(centroids_of(snapshot)))
         query_tokens = np.asarray(queries.tokens, dtype=np.float32)
-        neighbours, distances = self._graph_index.query(query_tokens, k=k_token, query_ef=max(self.ef_search, k_token))
+        neighbours, distances = graph.query(query_tokens, k=k_token, query_ef=max(self.ef_search, k_token))
         similarities = 1.0 - distances  # Voyager's inner-product distance is 1 - dot
         results = []
         for index in range(len(queries)):
             rows = slice(queries.offsets[index], queries.offsets[index + 1])
-            candidates = self._postings.candidates(neighbours[rows], similarities[rows], subset, n_full_scores)
-            exact = colbert_scores([query_tokens[rows]], self.store.embeddings().select(candidates)).numpy()
+            candidates = postings.candidates(neighbours[rows], similarities[rows], subset, n_full_scores)
+            exact = colbert_scores([query_tokens[rows]], documents.select(candidates), device=device).numpy()
             results.extend(top_k(exact, k, candidates))
         return results
 
@@ -281,8 +306,16 @@ class Postings:
         width = len(neighbours)
         approximate = np.tile(similarities.min(axis=1), len(unique))
         np.maximum.at(approximate, slot[documents] * width + query_token, similarity)
-        best = np.argpartition(-approximate.reshape(-1, width).sum(axis=1), limit - 1)[:limit]
+        # Documents that meet the same centroids tie exactly; top_k breaks ties by position, the
+        # same way on every CPU (a bare argpartition picks among them by SIMD level).
+        [(best, _)] = top_k(approximate.reshape(-1, width).sum(axis=1)[None, :], limit)
         return unique[np.sort(best)]
+
+
+def centroids_of(snapshot: Snapshot) -> np.ndarray | None:
+    """The Voyager centroids a committed state holds (None before the first documents)."""
+    raw = snapshot.contents.get("centroids")
+    return None if raw is None else np.frombuffer(raw, dtype=np.float32).reshape(-1, snapshot.dim)
 
 
 def default_centroid_count(n_tokens: int) -> int:

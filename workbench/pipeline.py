@@ -9,7 +9,7 @@ summary table closes the job. A failing notebook is saved as far as it ran, and 
 with its name and the error.
 
 ``--refresh-committed`` executes the notebooks in place, with their own defaults, to refresh the
-outputs committed with them (what nbval checks in ``make test``).
+outputs committed with them (what the notebook check, ``workbench.nbcheck``, compares in ``make test``).
 """
 
 from __future__ import annotations
@@ -55,16 +55,17 @@ def inject_parameters(notebook: nbformat.NotebookNode, parameters: dict[str, Any
 
 
 def execute(notebook: nbformat.NotebookNode, working_directory: Path, timeout: int = 4 * 3600,
-            record_timing: bool = True) -> None:
+            record_timing: bool = True, allow_errors: bool = False) -> None:
     """Run every cell of ``notebook`` in a fresh kernel of this Python, in ``working_directory``.
 
     ``record_timing`` keeps each cell's start and end times in its metadata (a run's notebooks
     keep them; the committed ones do not, so that a refresh changes only what the cells show).
+    ``allow_errors`` runs on past a failing cell (its error stays in its outputs) instead of raising.
     """
     # The kernel's own log (a notice that it talks over local TCP) is not the job's output. Widget
     # state (progress bars, the demo's heatmap) lives in the kernel: saving it would only bloat the file.
     client = NotebookClient(notebook, timeout=timeout, kernel_name="python3", extra_arguments=["--log-level=ERROR"],
-                            store_widget_state=False, record_timing=record_timing,
+                            store_widget_state=False, record_timing=record_timing, allow_errors=allow_errors,
                             resources={"metadata": {"path": str(working_directory)}})
     client.execute()
 
@@ -117,7 +118,7 @@ def _short(value: Any) -> str:
 
 
 def refresh_committed() -> None:
-    """Execute the committed notebooks in place with their defaults (the outputs nbval compares)."""
+    """Execute the committed notebooks in place with their defaults (the outputs the notebook check compares)."""
     for path in tqdm(notebooks(), desc="notebooks", unit="notebook"):
         notebook = nbformat.read(path, as_version=4)
         execute(notebook, path.parent, record_timing=False)

@@ -21,9 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 
-from workbench.scores import colbert_scores, pack
+from workbench.scores import colbert_scores, pack, top_k
 
 
 def rerank(
@@ -32,7 +31,7 @@ def rerank(
     documents_embeddings: Sequence[Sequence[Any]],
     device: str | None = None,
 ) -> list[list[dict[str, Any]]]:
-    """Sort each query's candidates by exact MaxSim (``device`` is accepted for PyLate compatibility)."""
+    """Sort each query's candidates by exact MaxSim, scored on ``device`` (None: the CPU, as PyLate does)."""
     queries = pack(queries_embeddings)
     if not (len(queries) == len(documents_ids) == len(documents_embeddings)):
         raise ValueError(
@@ -46,7 +45,6 @@ def rerank(
         if not len(ids):
             results.append([])
             continue
-        scores = colbert_scores([queries[index]], embeddings).numpy()[0]
-        order = np.argsort(-scores, kind="stable")
-        results.append([{"id": ids[j], "score": float(scores[j])} for j in order])
+        [(order, scores)] = top_k(colbert_scores([queries[index]], embeddings, device=device).numpy(), len(ids))
+        results.append([{"id": ids[j], "score": float(s)} for j, s in zip(order, scores)])
     return results

@@ -4,7 +4,8 @@ What goes in: an index (:class:`~workbench.indexes.Voyager` or :class:`~workbenc
 and query embeddings (a list of ``[n_tokens, dim]`` arrays, as ``model.encode(..., is_query=True)``
 gives, or a padded tensor).
 
-What comes out: per query, a list of ``{"id": document id, "score": MaxSim}``, best first.
+What comes out: per query, a list of ``{"id": document id, "score": MaxSim}``, best first. One call
+reads one committed state of the index, even while another process adds or removes documents.
 
 Example::
 
@@ -29,6 +30,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from workbench.indexes import check_positive
 from workbench.scores import colbert_scores, pack, top_k
 
 
@@ -57,40 +59,47 @@ class ColBERT:
             batch_size: queries whose tokens go to the index in one call.
             subset: only these document ids may be returned (filtering).
             n_full_scores: candidates per query scored exactly (Voyager).
-            device: accepted for PyLate compatibility; scoring runs on the CPU.
+            device: where exact MaxSim runs (``"cuda"``, ``"mps"``); None: the CPU, as in PyLate.
+
+        ``k_token``, ``batch_size`` and ``n_full_scores`` must be positive integers (ValueError).
         """
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}.")
+        check_positive(k_token=k_token, batch_size=batch_size, n_full_scores=n_full_scores)
         queries = pack(queries_embeddings)
-        self.index.refresh()
-        if len(queries) and self.index.store.dim is not None and queries.dim != self.index.store.dim:
-            raise ValueError(f"Queries have dimension {queries.dim}, the index holds {self.index.store.dim}.")
-        if len(self.index) == 0:
+        # One committed state for the whole call: the mask, every batch's positions and the ids they
+        # map to all come from it, whatever another process commits meanwhile.
+        snapshot = self.index.snapshot()
+        if len(queries) and snapshot.dim is not None and queries.dim != snapshot.dim:
+            raise ValueError(f"Queries have dimension {queries.dim}, the index holds {snapshot.dim}.")
+        if not snapshot.ids:
             return [[] for _ in range(len(queries))]
-        mask = self.index.subset_mask(subset)
-        ids = self.index.store.ids
+        mask = self.index.subset_mask(subset, snapshot)
         results = []
         for start in range(0, len(queries), batch_size):
             batch = queries.select(range(start, min(start + batch_size, len(queries))))
-            for positions, scores in self.index.search(batch, k, subset=mask, k_token=k_token, n_full_scores=n_full_scores):
-                results.append([{"id": ids[p], "score": float(s)} for p, s in zip(positions, scores)])
+            for positions, scores in self.index.search(batch, k, subset=mask, k_token=k_token,
+                                                       n_full_scores=n_full_scores, snapshot=snapshot,
+                                                       device=device):
+                results.append([{"id": snapshot.ids[p], "score": float(s)} for p, s in zip(positions, scores)])
         return results
 
 
-def exact(queries_embeddings: Any, documents_embeddings: Any, document_ids: Sequence[str], k: int = 10
-          ) -> list[list[dict[str, Any]]]:
+def exact(queries_embeddings: Any, documents_embeddings: Any, document_ids: Sequence[str], k: int = 10,
+          device: str | None = None) -> list[list[dict[str, Any]]]:
     """The ``k`` best documents per query by exact MaxSim over every document, in memory.
 
     The ground truth an index is measured against, without writing one: ``documents_embeddings``
     are ``document_ids``' embeddings in the same order (a list, a padded tensor or
-    :class:`~workbench.scores.PackedEmbeddings`). Same output as :meth:`ColBERT.retrieve`.
+    :class:`~workbench.scores.PackedEmbeddings`). Same output as :meth:`ColBERT.retrieve`; scored on
+    ``device`` (None: the CPU).
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}.")
     documents = pack(documents_embeddings)
     if len(documents) != len(document_ids):
         raise ValueError(f"{len(documents)} document embeddings for {len(document_ids)} document ids.")
-    scores = colbert_scores(queries_embeddings, documents).numpy()
+    scores = colbert_scores(queries_embeddings, documents, device=device).numpy()
     return [[{"id": document_ids[p], "score": float(s)} for p, s in zip(positions, row)]
             for positions, row in top_k(scores, k)]
 

@@ -58,6 +58,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "teacher": None,                 # None: the contrastive model of notebook 02
         "evaluation_datasets": None,     # None: the run's own evaluation collections (data/eval)
         "learning_rate": 3e-5,
+        # Its outputs are committed and compared on every machine: the CPU everywhere, GPU or not.
+        "device": "cpu",
     },
     "full": {
         "seed": 0,
@@ -73,6 +75,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "teacher": "cross-encoder/ms-marco-MiniLM-L-6-v2",
         "evaluation_datasets": list(NANOBEIR_DATASETS),
         "learning_rate": 3e-5,
+        "device": None,                  # None: CUDA, else MPS, else the CPU
     },
 }
 
@@ -139,14 +142,18 @@ class Run:
         return {path.stem: json.loads(path.read_text(encoding="utf-8"))
                 for path in sorted((self.path / "steps").glob("*.json"))}
 
-    def load_model(self, name: str):
-        """A model this run trained (``"contrastive"``, ``"distilled"``: ``models/<name>``), else a hub id or path."""
+    def load_model(self, name: str, device: str | None = None):
+        """A model this run trained (``"contrastive"``, ``"distilled"``: ``models/<name>``), else a hub id or path.
+
+        ``device`` None: CUDA, else MPS, else the CPU (Sentence Transformers' choice).
+        """
         from workbench.models import ColBERT
 
         made_by = {"contrastive": "02_contrastive_training.ipynb", "distilled": "03_distillation.ipynb"}
-        if name in made_by or (self.path / "models" / name).exists():
-            return ColBERT(str(self.require(f"models/{name}", made_by.get(name, "an earlier notebook"))), device="cpu")
-        return ColBERT(name, device="cpu")
+        # a bare name is one of this run's models; a path (absolute or not) or hub id is loaded as it is
+        if name in made_by or ("/" not in name and (self.path / "models" / name).exists()):
+            return ColBERT(str(self.require(f"models/{name}", made_by.get(name, "an earlier notebook"))), device=device)
+        return ColBERT(name, device=device)
 
     def test_collection(self):
         """The held-out test collection notebook 01 saved (its name is in 01's record)."""
@@ -179,8 +186,8 @@ class Run:
         figure.savefig(path, dpi=100, bbox_inches="tight")
 
 
-# Columns that hold timings, and their units: shown as "12.3 ms" so that a reader (and nbval's
-# sanitizer, nbconfig/sanitize.cfg) can tell a timing, which varies from run to run, from a result.
+# Columns that hold timings, and their units: shown as "12.3 ms" so that a reader (and the notebook
+# check's replace patterns, nbconfig/tolerances.yaml) can tell a timing, which varies from run to run, from a result.
 TIME_UNITS = {"ms_per_query": "ms", "seconds": "s", "build_seconds": "s"}
 
 

@@ -42,6 +42,11 @@ import torch
 # which keeps the block in L2/L3 while the reductions read it back.
 CHUNK_ELEMENTS = 1 << 18
 MIN_CHUNK_TOKENS = 2048
+# Scores that round to the same 16 float32 mantissa bits (about 5 significant digits) are tied.
+# Float noise between CPUs (SIMD width, thread count, summation order) moves a float32 score in its
+# last bits, and sorts and partitions order equal values differently by SIMD level; a tie is broken
+# by position or id instead, so a choice made from scores is the same on every machine.
+TIE_MASK, TIE_HALF = np.uint32(0xFFFFFF80), np.uint32(0x40)
 
 
 @dataclass(frozen=True)
@@ -95,7 +100,11 @@ def token_rows_of(offsets: np.ndarray, indices: np.ndarray) -> np.ndarray:
 
 
 def pack(embeddings: Any, mask: Any = None) -> PackedEmbeddings:
-    """Pack embeddings given as a list, a padded 3D array/tensor (+ mask) or PackedEmbeddings."""
+    """Pack embeddings given as a list, a padded 3D array/tensor (+ mask) or PackedEmbeddings.
+
+    Raises ``ValueError`` naming the text's position when a (kept) token holds NaN or an infinite
+    value: it would make every score of that text NaN. PackedEmbeddings are returned as they are.
+    """
     if isinstance(embeddings, PackedEmbeddings):
         if mask is not None:
             raise ValueError("A mask goes with padded embeddings, not with PackedEmbeddings.")
@@ -107,7 +116,7 @@ def pack(embeddings: Any, mask: Any = None) -> PackedEmbeddings:
             raise ValueError(f"mask has shape {keep.shape}, expected {padded.shape[:2]}.")
         offsets = np.zeros(len(padded) + 1, dtype=np.int64)
         np.cumsum(keep.sum(axis=1), out=offsets[1:])
-        return PackedEmbeddings(np.ascontiguousarray(padded[keep]), offsets)
+        return _finite(PackedEmbeddings(np.ascontiguousarray(padded[keep]), offsets))
     if mask is not None:
         raise ValueError("A mask goes with a padded [n, max_tokens, dim] input, not with a list.")
     if isinstance(embeddings, (np.ndarray, torch.Tensor)) and embeddings.ndim == 2:
@@ -124,7 +133,21 @@ def pack(embeddings: Any, mask: Any = None) -> PackedEmbeddings:
             )
     offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
     np.cumsum([len(array) for array in arrays], out=offsets[1:])
-    return PackedEmbeddings(np.concatenate(arrays), offsets)
+    return _finite(PackedEmbeddings(np.concatenate(arrays), offsets))
+
+
+def _finite(packed: PackedEmbeddings) -> PackedEmbeddings:
+    """``packed``, checked for NaN and infinite values (which would turn scores into NaN)."""
+    # One pass over the tokens, about the cost of the copy packing just made (7 ms for 34M fp32 values).
+    finite = np.isfinite(packed.tokens)
+    if finite.all():
+        return packed
+    row = int(np.flatnonzero(~finite.all(axis=1))[0])
+    text = int(np.searchsorted(packed.offsets, row, side="right")) - 1
+    raise ValueError(
+        f"Embedding {text} holds NaN or infinite values (token {row - int(packed.offsets[text])}): "
+        "its scores would be NaN; check the model or the input at that position."
+    )
 
 
 def colbert_scores(
@@ -132,8 +155,13 @@ def colbert_scores(
     documents: Any,
     queries_mask: Any = None,
     documents_mask: Any = None,
+    device: str | torch.device | None = None,
 ) -> torch.Tensor:
-    """MaxSim of every query against every document: a ``[n_queries, n_documents]`` fp32 tensor."""
+    """MaxSim of every query against every document: a ``[n_queries, n_documents]`` fp32 CPU tensor.
+
+    ``device`` None or ``"cpu"``: numpy on the CPU. Any other torch device (``"cuda"``, ``"mps"``):
+    the products and reductions run there, in fp32, and the scores come back to the CPU.
+    """
     packed_queries = pack(queries, queries_mask)
     packed_documents = pack(documents, documents_mask)
     if len(packed_queries) == 0 or len(packed_documents) == 0:
@@ -142,6 +170,8 @@ def colbert_scores(
         raise ValueError(
             f"Queries have dimension {packed_queries.dim}, documents have {packed_documents.dim}."
         )
+    if device is not None and torch.device(device).type != "cpu":
+        return _colbert_scores_on(torch.device(device), packed_queries, packed_documents)
     query_tokens = _as_float32(packed_queries.tokens)
     query_tensor = torch.from_numpy(query_tokens)
     query_starts = packed_queries.offsets[:-1]
@@ -162,9 +192,39 @@ def colbert_scores(
     return torch.from_numpy(scores)
 
 
-def top_k(scores: np.ndarray, k: int, positions: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per row of ``scores``, the ``k`` best (positions, scores), best first.
+def _colbert_scores_on(device: torch.device, queries: PackedEmbeddings, documents: PackedEmbeddings,
+                       chunk_tokens: int = 1 << 16) -> torch.Tensor:
+    """:func:`colbert_scores` in torch on ``device``: scatter-max per document, index-add per query."""
+    query_tokens = torch.from_numpy(_as_float32(queries.tokens)).to(device)
+    query_of_token = torch.from_numpy(np.repeat(np.arange(len(queries)), np.diff(queries.offsets))).to(device)
+    offsets = documents.offsets
+    scores = torch.empty(len(queries), len(documents), device=device)
+    for first, last in _document_chunks(offsets, chunk_tokens):
+        block = torch.from_numpy(_as_float32(documents.tokens[offsets[first] : offsets[last]])).to(device)
+        document_of_token = torch.from_numpy(np.repeat(np.arange(last - first), np.diff(offsets[first : last + 1])))
+        similarities = query_tokens @ block.T
+        per_token_max = torch.full((len(query_tokens), last - first), -torch.inf, device=device).scatter_reduce_(
+            1, document_of_token.to(device).expand_as(similarities), similarities, reduce="amax")
+        scores[:, first:last] = torch.zeros(len(queries), last - first, device=device).index_add_(
+            0, query_of_token, per_token_max)
+    return scores.cpu()
 
+
+def tie_keys(scores: Any) -> np.ndarray:
+    """``scores`` as float32 rounded to 16 mantissa bits: near-equal scores become equal.
+
+    Monotone, and the same on every platform (integer operations on the bits, no float arithmetic).
+    Round values such as 10.0 sit in the middle of their bucket, so noise on either side keeps them in it.
+    """
+    values = np.asarray(scores, dtype=np.float32)
+    rounded = ((values.view(np.uint32) + TIE_HALF) & TIE_MASK).view(np.float32)
+    return np.where(np.isfinite(values), rounded, values)
+
+
+def top_k(scores: np.ndarray, k: int, positions: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per row of ``scores``, the ``k`` best (positions, scores), best first; ties go to the earlier column.
+
+    Scores equal under :func:`tie_keys` are tied, so the result is the same on every CPU.
     ``positions`` maps the columns of ``scores`` to document positions (a subset's), if given.
     """
     results = []
@@ -172,10 +232,31 @@ def top_k(scores: np.ndarray, k: int, positions: np.ndarray | None = None) -> li
     if k == 0:
         return [(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)) for _ in scores]
     for row in scores:
-        best = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
-        best = best[np.argsort(-row[best], kind="stable")]
+        keys = tie_keys(row)
+        if k < len(row):
+            # The k-th best key is one value whatever order a partition leaves equal keys in.
+            threshold = np.partition(keys, len(keys) - k)[len(keys) - k]
+            above, tied = np.flatnonzero(keys > threshold), np.flatnonzero(keys == threshold)
+            best = np.concatenate([above, tied[: k - len(above)]])
+        else:
+            best = np.arange(len(row))
+        best = best[np.lexsort((best, -keys[best]))]
         results.append((best if positions is None else positions[best], row[best]))
     return results
+
+
+def ranked_ids(scores: dict[Any, float]) -> list[Any]:
+    """The ids of ``{id: score}``, best first; scores equal under :func:`tie_keys` are ordered by id.
+
+    Example::
+
+        from workbench.scores import ranked_ids
+
+        print(ranked_ids({"b": 2.0000001, "a": 2.0, "c": 3.0}))  # ['c', 'a', 'b']
+    """
+    ids = list(scores)
+    keys = tie_keys([scores[i] for i in ids])
+    return [ids[j] for j in sorted(range(len(ids)), key=lambda j: (-keys[j], ids[j]))]
 
 
 def colbert_scores_pairwise(

@@ -16,7 +16,15 @@ committed size and unreferenced files are cleaned by the next writer.
 
 One writer at a time: the first write takes an exclusive lock on ``writer.lock`` (``flock``, so it
 dies with its process) and keeps it until :meth:`TokenStore.close`; a second writer is refused
-with :class:`IndexLockedError`. Readers take no lock and see the last committed state.
+with :class:`IndexLockedError`. Readers take no lock: each (re)load reads one committed state whole
+into a :class:`Snapshot` (ids, lengths, tokens and side data of the same commit), which stays valid
+however many commits land while a search uses it.
+
+A store only ever opens, writes or deletes its own files: ``manifest.json``, ``writer.lock`` and
+the names it gives its data files (``name-N.bin``/``.jsonl``/``.voy``). A manifest naming anything
+else (an absolute path, ``..``) is refused as damaged, ``override`` replaces only a folder that
+holds a store's manifest, and whatever else a folder holds is left alone. The manifest records the
+``kind`` of index that created the store; opening it as another kind is refused.
 """
 
 from __future__ import annotations
@@ -24,8 +32,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
+import re
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +45,11 @@ from workbench.scores import PackedEmbeddings, token_rows_of
 
 FORMAT = "workbench-token-store/1"
 DTYPES = {"float16": np.float16, "float32": np.float32}
+CORE = ("tokens", "lengths", "ids")  # the files every store has; an index may add others
+FILE_KEY = re.compile(r"[a-z_]+")
+OWN_FILE = re.compile(r"[a-z_]+-[0-9]+\.(?:bin|jsonl|voy)")  # the names _write_new gives
+MANIFEST_TYPES = {"format": str, "dtype": str, "dim": (int, type(None)), "files": dict, "sizes": dict,
+                  "next_file": int, "side_dtypes": dict, "extra": dict}
 
 
 class IndexLockedError(RuntimeError):
@@ -42,32 +57,91 @@ class IndexLockedError(RuntimeError):
 
 
 class IndexCorruptError(RuntimeError):
-    """The index files do not match their manifest."""
+    """The index files do not match their manifest, or the manifest is not a sound one."""
+
+
+@dataclass(frozen=True, eq=False)
+class Snapshot:
+    """One committed state of a store, read whole. Committed bytes are never rewritten and a reader's
+    open files outlive their deletion, so a search that keeps one snapshot sees one commit throughout."""
+
+    manifest: dict
+    ids: list[str]
+    offsets: np.ndarray  # document i's tokens are tokens[offsets[i]:offsets[i + 1]]
+    tokens: np.ndarray  # memory-mapped
+    side: dict[str, np.ndarray]  # per-token arrays an index adds (read-only)
+    contents: dict[str, bytes]  # the index's other files (centroids, graph)
+    position_of: dict[str, int] = field(init=False)
+    derived: dict[str, Any] = field(default_factory=dict)  # what an index computes from this state, once
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "position_of", {identifier: p for p, identifier in enumerate(self.ids)})
+
+    @property
+    def dim(self) -> int | None:
+        return self.manifest["dim"]
+
+    def embeddings(self) -> PackedEmbeddings:
+        """All tokens (memory-mapped) with document offsets."""
+        return PackedEmbeddings(self.tokens, self.offsets)
+
+    def positions(self, document_ids: Sequence[str]) -> np.ndarray:
+        """Positions of ``document_ids`` (checked by :func:`document_ids_of`); KeyError naming unknown ones."""
+        wanted = document_ids_of(document_ids)
+        unknown = [i for i in wanted if i not in self.position_of]
+        if unknown:
+            raise KeyError(f"Unknown document ids: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}.")
+        return np.array([self.position_of[i] for i in wanted], dtype=np.int64)
 
 
 class TokenStore:
     """Document token embeddings with their ids, durable and memory-mapped. See the module docstring."""
 
-    def __init__(self, folder: str | Path, dtype: str = "float16", override: bool = False) -> None:
+    def __init__(self, folder: str | Path, dtype: str = "float16", override: bool = False,
+                 kind: str | None = None) -> None:
+        """``kind``: the index kind recorded at creation and required on open (None: any)."""
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}.")
         self.folder = Path(folder)
+        self.kind = kind
         self._lock_file = None
-        self._manifest_stamp = None
-        if override:
-            self._lock()
-            self._reset(dtype)
-        elif not (self.folder / "manifest.json").exists():
-            if self.folder.exists() and any(self.folder.iterdir()):
-                raise IndexCorruptError(f"{self.folder} holds files but no manifest.json: not an index, or a damaged one.")
-            self._lock()
-            self._reset(dtype)
-        self._load()
+        if (self.folder / "manifest.json").exists():
+            if not override:
+                self._load()
+                return
+            self._read_manifest()  # override replaces a store only: any other manifest.json raises here
+        elif self.folder.exists() and any(self.folder.iterdir()):
+            raise IndexCorruptError(
+                f"{self.folder} holds files but no manifest.json: not a workbench index (override=True replaces "
+                "only those, and never deletes other files), or a damaged one."
+            )
+        self._lock()
+        self._reset(dtype)
 
     # -- reading ---------------------------------------------------------------------------------
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def manifest(self) -> dict:
+        return self.snapshot.manifest
+
+    @property
+    def ids(self) -> list[str]:
+        return self.snapshot.ids
+
+    @property
+    def position_of(self) -> dict[str, int]:
+        return self.snapshot.position_of
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return self.snapshot.offsets
+
+    @property
+    def tokens(self) -> np.ndarray:
+        return self.snapshot.tokens
 
     @property
     def dim(self) -> int | None:
@@ -84,20 +158,17 @@ class TokenStore:
 
     def embeddings(self) -> PackedEmbeddings:
         """All tokens (memory-mapped) with document offsets."""
-        return PackedEmbeddings(self.tokens, self.offsets)
+        return self.snapshot.embeddings()
 
     def positions(self, document_ids: Sequence[str]) -> np.ndarray:
-        unknown = [i for i in document_ids if str(i) not in self.position_of]
-        if unknown:
-            raise KeyError(f"Unknown document ids: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}.")
-        return np.array([self.position_of[str(i)] for i in document_ids], dtype=np.int64)
+        return self.snapshot.positions(document_ids)
 
     def side_array(self, name: str) -> np.ndarray | None:
-        return self._side.get(name)
+        return self.snapshot.side.get(name)
 
     def refresh(self) -> bool:
         """Reload if another process committed since this one read; True when it did."""
-        if self._stamp() != self._manifest_stamp:
+        if self._stamp() != self._snapshot_stamp:
             self._load()
             return True
         return False
@@ -112,7 +183,7 @@ class TokenStore:
         "replace_side": {name: per-token array for all tokens}, "files": {name: bytes},
         "extra": {metadata}}`` (every key optional).
         """
-        ids = [str(i) for i in document_ids]
+        ids = document_ids_of(document_ids)
         self.begin_write()
         arrays = self.validate(ids, embeddings)
         additions = derive(arrays) if derive is not None else {}
@@ -140,6 +211,7 @@ class TokenStore:
 
     def remove(self, document_ids: Sequence[str]) -> None:
         """Remove documents and commit (rewrites the files without them)."""
+        document_ids = document_ids_of(document_ids)
         self.begin_write()
         drop = set(self.positions(document_ids).tolist())
         if len(drop) != len(document_ids):
@@ -150,7 +222,7 @@ class TokenStore:
         self._write_new(manifest, "tokens", np.ascontiguousarray(self.tokens[token_rows]).tobytes())
         self._write_new(manifest, "lengths", np.diff(self.offsets)[keep].astype(np.int64).tobytes())
         self._write_new(manifest, "ids", "".join(json.dumps(self.ids[p]) + "\n" for p in keep).encode())
-        for name, values in self._side.items():
+        for name, values in self.snapshot.side.items():
             self._write_new(manifest, name, np.ascontiguousarray(values[token_rows]).tobytes())
         self._commit(manifest)
 
@@ -178,6 +250,7 @@ class TokenStore:
             raise ValueError(f"Document ids already in the index: {already[:5]} (remove them first).")
         arrays = []
         expected_dim = self.dim
+        limit = float(np.finfo(DTYPES[self.dtype]).max)
         for position, embedding in enumerate(embeddings):
             array = embedding.detach().cpu().float().numpy() if hasattr(embedding, "detach") else np.asarray(embedding)
             if array.ndim != 2 or len(array) == 0:
@@ -189,6 +262,12 @@ class TokenStore:
             expected_dim = array.shape[1]
             if not np.isfinite(array).all():
                 raise ValueError(f"Embedding of document {ids[position]!r} contains NaN or infinite values.")
+            largest = float(np.abs(array).max())
+            if largest > limit:  # the cast would store inf, and every score of the document would be NaN
+                raise ValueError(
+                    f"Embedding of document {ids[position]!r} (position {position} of this call) holds {largest:.3g}, "
+                    f"beyond {self.dtype}'s range (+-{limit:.6g}). Scale it, or store the index with dtype='float32'."
+                )
             arrays.append(array)
         return arrays
 
@@ -225,57 +304,99 @@ class TokenStore:
         self._lock_file = handle
 
     def _reset(self, dtype: str) -> None:
-        for path in self.folder.iterdir():
-            if path.name != "writer.lock":
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-        manifest = {"format": FORMAT, "dtype": dtype, "dim": None, "files": {}, "sizes": {}, "next_file": 0,
-                    "side_dtypes": {}, "extra": {}}
-        for name in ("tokens", "lengths", "ids"):
+        """Commit an empty store (lock held). The commit's clean-up then deletes the previous
+        generation's files: only those, and only once the empty store is committed."""
+        previous = self._read_manifest()[0] if (self.folder / "manifest.json").exists() else {}
+        # File numbers go on from the previous generation's: a reader may still be reading its files.
+        manifest = {"format": FORMAT, "kind": self.kind, "dtype": dtype, "dim": None, "files": {}, "sizes": {},
+                    "next_file": previous.get("next_file", 0), "side_dtypes": {}, "extra": {}}
+        for name in CORE:
             self._write_new(manifest, name, b"")
         self._commit(manifest)
 
-    def _load(self) -> None:
+    def _read_manifest(self) -> tuple[dict, tuple]:
+        """The committed manifest, checked, and the stamp of the very file it was read from."""
         path = self.folder / "manifest.json"
         try:
-            manifest = json.loads(path.read_text())
+            with open(path, "rb") as handle:
+                stamp = _stamp_of(os.fstat(handle.fileno()))
+                raw = handle.read()
         except FileNotFoundError:
             raise IndexCorruptError(f"{path} is missing.") from None
-        except json.JSONDecodeError as error:
-            raise IndexCorruptError(f"{path} is not valid JSON ({error.msg}).") from None
-        if manifest.get("format") != FORMAT:
+        try:
+            manifest = json.loads(raw)
+        except ValueError as error:  # not JSON, or not text at all
+            raise IndexCorruptError(f"{path} is not valid JSON ({error}).") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise IndexCorruptError(f"{path} is not a {FORMAT} manifest.")
-        for name, file in manifest["files"].items():
-            actual = (self.folder / file).stat().st_size if (self.folder / file).exists() else -1
-            if actual < manifest["sizes"][name]:
-                raise IndexCorruptError(
-                    f"{self.folder / file} holds {max(actual, 0)} bytes, the manifest commits {manifest['sizes'][name]}."
-                )
-        self.manifest = manifest
-        self._manifest_stamp = self._stamp()
-        lengths = np.fromfile(self.file_path("lengths"), dtype=np.int64, count=manifest["sizes"]["lengths"] // 8)
-        self.offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=self.offsets[1:])
-        with open(self.file_path("ids"), "rb") as handle:
-            raw = handle.read(manifest["sizes"]["ids"]).decode()
-        self.ids = [json.loads(line) for line in raw.split("\n") if line]
-        self.position_of = {identifier: position for position, identifier in enumerate(self.ids)}
+        problem = next(_manifest_problems(manifest), None)
+        if problem:
+            raise IndexCorruptError(f"{path} is damaged: {problem}.")
+        return manifest, stamp
+
+    def _load(self) -> None:
+        """Read the committed state whole into ``self.snapshot``.
+
+        Another process may commit meanwhile and delete the files of the state being read: then the
+        newer manifest is read instead. Once open, files stay readable whatever a writer deletes.
+        """
+        while True:
+            manifest, stamp = self._read_manifest()
+            with ExitStack() as stack:
+                try:
+                    handles = {name: stack.enter_context(open(self.folder / file, "rb"))
+                               for name, file in manifest["files"].items()}
+                except FileNotFoundError as error:
+                    if self._stamp() != stamp:
+                        continue  # a newer commit replaced these files
+                    raise IndexCorruptError(
+                        f"{error.filename} is missing; {self.folder / 'manifest.json'} commits it."
+                    ) from None
+                self._check_kind(manifest)
+                self.snapshot = self._read_files(manifest, handles)
+                self._snapshot_stamp = stamp
+                return
+
+    def _check_kind(self, manifest: dict) -> None:
+        """ValueError naming both kinds when ``manifest`` was written by another kind of index."""
+        recorded = manifest.get("kind")  # None: a store written before kinds were recorded
+        if self.kind and recorded and recorded != self.kind:
+            raise ValueError(
+                f"{self.folder} holds {_article(recorded)} {recorded} index, not {_article(self.kind)} {self.kind} one "
+                f"(one index kind per folder): open it as {recorded}, or pass override=True to replace it."
+            )
+
+    def _read_files(self, manifest: dict, handles: dict) -> Snapshot:
+        """The snapshot of ``manifest``, read from its open ``handles``."""
+        sizes = manifest["sizes"]
+        for name, handle in handles.items():
+            actual = os.fstat(handle.fileno()).st_size
+            if actual < sizes[name]:
+                raise IndexCorruptError(f"{handle.name} holds {actual} bytes, the manifest commits {sizes[name]}.")
+        lengths = np.frombuffer(handles["lengths"].read(sizes["lengths"]), dtype=np.int64)
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        ids = [json.loads(line) for line in handles["ids"].read(sizes["ids"]).decode().split("\n") if line]
         dim, dtype = manifest["dim"], DTYPES[manifest["dtype"]]
-        n_tokens = int(self.offsets[-1])
+        n_tokens = int(offsets[-1])
+        if len(ids) != len(lengths) or sizes["tokens"] != n_tokens * (dim or 0) * np.dtype(dtype).itemsize:
+            raise IndexCorruptError(f"{self.folder / 'manifest.json'} commits sizes that disagree: "
+                                    f"{len(ids)} ids, {len(lengths)} lengths, {sizes['tokens']} token bytes.")
         if dim is None or n_tokens == 0:
-            self.tokens = np.zeros((0, dim or 0), dtype=dtype)
+            tokens = np.zeros((0, dim or 0), dtype=dtype)
         else:
-            self.tokens = np.memmap(self.file_path("tokens"), dtype=dtype, mode="r", shape=(n_tokens, dim))
-        self._side = {
-            name: np.fromfile(self.file_path(name), dtype=np.dtype(kind), count=manifest["sizes"][name] // np.dtype(kind).itemsize)
-            for name, kind in manifest["side_dtypes"].items()
-        }
+            tokens = np.memmap(handles["tokens"], dtype=dtype, mode="r", shape=(n_tokens, dim))
+        side = {name: np.frombuffer(handles[name].read(sizes[name]), dtype=kind)
+                for name, kind in manifest["side_dtypes"].items()}
+        contents = {name: handle.read(sizes[name]) for name, handle in handles.items()
+                    if name not in CORE and name not in side}
+        return Snapshot(manifest, ids, offsets, tokens, side, contents)
 
     def file_path(self, name: str) -> Path:
         return self.folder / self.manifest["files"][name]
 
-    def _stamp(self):
-        stat = (self.folder / "manifest.json").stat()
-        return stat.st_mtime_ns, stat.st_size, stat.st_ino
+    def _stamp(self) -> tuple:
+        return _stamp_of((self.folder / "manifest.json").stat())
 
     def _write_new(self, manifest: dict, name: str, content: bytes) -> None:
         suffix = {"ids": ".jsonl"}.get(name, ".voy" if name == "voyager" else ".bin")
@@ -299,6 +420,7 @@ class TokenStore:
         manifest["sizes"][name] += len(content)
 
     def _commit(self, manifest: dict) -> None:
+        manifest.setdefault("kind", self.kind)  # a store written before kinds were recorded gets its kind now
         staged = self.folder / "manifest.json.next"
         with open(staged, "w") as handle:
             json.dump(manifest, handle, indent=1)
@@ -314,12 +436,68 @@ class TokenStore:
         self._clean()
 
     def _clean(self) -> None:
-        """Delete files no manifest references (left by a replaced generation or a killed writer)."""
-        referenced = set(self.manifest["files"].values()) | {"manifest.json", "writer.lock"}
+        """Delete the store's files no manifest references (left by a replaced generation or a killed
+        writer). Only names the store gives its files: whatever else the folder holds stays."""
+        referenced = set(self.manifest["files"].values())
         for path in self.folder.iterdir():
-            if path.name not in referenced and path.is_file():
+            ours = OWN_FILE.fullmatch(path.name) or path.name == "manifest.json.next"
+            if ours and path.name not in referenced and path.is_file():
                 path.unlink()
 
+
+def document_ids_of(ids: Sequence[str | int]) -> list[str]:
+    """``ids`` (str or int each) as the strings documents are keyed by.
+
+    Refuses a bare string, which would be read as one id per character, and ids of any other type:
+    ``None`` would silently become the id ``"None"``.
+    """
+    if isinstance(ids, (str, bytes)):
+        raise ValueError(f"Document ids must be a list of ids, not a single string ({ids!r}).")
+    ids = list(ids)
+    for position, identifier in enumerate(ids):
+        if isinstance(identifier, bool) or not isinstance(identifier, (str, int, np.integer)):
+            raise ValueError(f"Document ids must be str or int; position {position} holds {identifier!r}.")
+    return [str(i) for i in ids]
+
+
+def _manifest_problems(manifest: dict):
+    """What is wrong with a manifest, one message at a time (nothing, for a sound one)."""
+    for key, kind in MANIFEST_TYPES.items():
+        if not isinstance(manifest.get(key), kind):
+            yield f"{key!r} is missing or of the wrong type"
+            return
+    if manifest["dtype"] not in DTYPES:
+        yield f"unknown dtype {manifest['dtype']!r}"
+    files, sizes = manifest["files"], manifest["sizes"]
+    for name in CORE:
+        if name not in files:
+            yield f"it names no {name!r} file"
+    for name, file in files.items():
+        # These names are the only paths a store opens: anything else (an absolute path, "..") would
+        # let a damaged manifest make the next write truncate a file outside the index.
+        if not (isinstance(file, str) and FILE_KEY.fullmatch(name) and OWN_FILE.fullmatch(file)):
+            yield f"{name!r} names {file!r}, not one of the index folder's own files"
+        if not isinstance(sizes.get(name), int) or sizes[name] < 0:
+            yield f"no committed size for {name!r}"
+    for name, kind in manifest["side_dtypes"].items():
+        if name not in files or not _numeric(kind):
+            yield f"side array {name!r} has no file or a non-numeric dtype {kind!r}"
+
+
+def _numeric(kind: Any) -> bool:
+    try:
+        return np.dtype(kind).kind in "iuf"
+    except (TypeError, ValueError):
+        return False
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "AEIOU" else "a"
+
+
+def _stamp_of(stat: os.stat_result) -> tuple:
+    """What changes whenever a new manifest is switched in."""
+    return stat.st_mtime_ns, stat.st_size, stat.st_ino
 
 
 def _cast(array: np.ndarray, dtype) -> np.ndarray:

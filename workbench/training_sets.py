@@ -46,6 +46,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from workbench.data import Collection
+from workbench.scores import ranked_ids
+from workbench.utils import numbered_columns
 
 # Standard-library modules with rich docstrings; every Python installation has them. Not pdb:
 # IPython kernels replace parts of it, so the set would differ between a notebook and a script.
@@ -192,19 +194,20 @@ def cropped_collection(collection: Collection, seed: int = 0) -> Collection:
     return Collection(f"{collection.name}-crops", collection.corpus, queries, qrels, collection.titles)
 
 
-def load_teacher(name_or_path: str):
+def load_teacher(name_or_path: str, device: str | None = None):
     """A distillation teacher from a hub id or local path: a ``CrossEncoder`` for a sequence
-    classifier (its config's architecture says so), else a :class:`workbench.models.ColBERT`."""
+    classifier (its config's architecture says so), else a :class:`workbench.models.ColBERT`.
+    ``device`` None: CUDA, else MPS, else the CPU (Sentence Transformers' choice)."""
     from transformers import AutoConfig
 
     architectures = AutoConfig.from_pretrained(name_or_path).architectures or []
     if any(name.endswith("ForSequenceClassification") for name in architectures):
         from sentence_transformers import CrossEncoder
 
-        return CrossEncoder(name_or_path, device="cpu")
+        return CrossEncoder(name_or_path, device=device)
     from workbench.models import ColBERT
 
-    return ColBERT(name_or_path, device="cpu")
+    return ColBERT(name_or_path, device=device)
 
 
 def pseudo_queries(corpus: dict[str, str], titles: dict[str, str] | None = None, strategy: str = "crop",
@@ -263,7 +266,7 @@ def _triplets(collection: Collection, run: dict[str, dict[str, float]], n_negati
     rng = random.Random(seed)
     rows = []
     for query_id, scores in run.items():
-        ranked = sorted(scores, key=scores.get, reverse=True)
+        ranked = ranked_ids(scores)
         relevant = {d for d, grade in collection.qrels[query_id].items() if grade >= 1}
         pool = [d for d in ranked if d not in relevant][:depth]
         if len(pool) < n_negatives:
@@ -287,7 +290,7 @@ def teacher_scores(triplets, teacher: Any, batch_size: int = 32):
     """
     from datasets import Dataset
 
-    negative_columns = sorted(c for c in triplets.column_names if re.fullmatch(r"negative_\d+", c))
+    negative_columns = numbered_columns(triplets.column_names, "negative_")
     if "positive_id" not in triplets.column_names or "negative_ids" not in triplets.column_names:
         raise ValueError("teacher_scores needs the positive_id and negative_ids columns that the miners write.")
     pairs, document_texts, query_texts = [], {}, {}
@@ -333,4 +336,5 @@ def _score_pairs(teacher: Any, pairs: Sequence[tuple[str, str]], batch_size: int
 
 def triplet_columns(triplets) -> list[str]:
     """The text columns a contrastive loss trains on, in order (ids dropped)."""
-    return [c for c in triplets.column_names if c == "query" or c == "positive" or re.fullmatch(r"negative_\d+", c)]
+    names = triplets.column_names
+    return [c for c in ("query", "positive") if c in names] + numbered_columns(names, "negative_")

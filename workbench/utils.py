@@ -14,6 +14,7 @@ Example (PyLate's README, unchanged but for the import)::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -80,8 +81,14 @@ class KDProcessing:
         """``rows`` joined with their texts once (not on the fly), columns in the loss's order:
         ``query``, ``document_0`` ... ``document_{n-1}``, ``scores``."""
         joined = rows.map(self.transform, batched=True, remove_columns=rows.column_names)
-        documents = sorted((c for c in joined.column_names if c.startswith("document_")), key=lambda c: int(c[9:]))
-        return joined.select_columns(["query", *documents, "scores"])
+        return joined.select_columns(["query", *numbered_columns(joined.column_names, "document_"), "scores"])
+
+
+def numbered_columns(column_names: Sequence[str], prefix: str) -> list[str]:
+    """The ``<prefix><number>`` columns among ``column_names``, in numeric order (``_10`` after ``_9``)."""
+    pattern = re.compile(rf"{re.escape(prefix)}(\d+)")
+    numbered = [(int(match.group(1)), name) for name in column_names if (match := pattern.fullmatch(name))]
+    return [name for _, name in sorted(numbered)]
 
 
 def _as_mapping(table: Any, id_column: str) -> dict[str, str]:

@@ -42,6 +42,7 @@ class SearchDemo:
         self.hits = pd.DataFrame(columns=["id", "title", "score"])
         self.matches: explain.TokenMatches | None = None
         self._listing = False
+        self.last_query: str | None = None
 
         self.query = ipywidgets.Text(placeholder="Type a query, then press Enter", description="Query",
                                      continuous_update=False, layout=ipywidgets.Layout(width="90%"))
@@ -58,18 +59,19 @@ class SearchDemo:
             raise ValueError("The query is empty.")
         embeddings = self.model.encode([query], is_query=True)
         hits = self.retriever.retrieve(embeddings, k=self.k)[0]
+        self.last_query = query
         self.hits = pd.DataFrame(
             [{"id": hit["id"], "title": self.titles.get(hit["id"], ""), "score": hit["score"]} for hit in hits],
             index=pd.RangeIndex(1, len(hits) + 1, name="rank"), columns=["id", "title", "score"])
         return self.hits
 
     def explain(self, document_id: str) -> explain.TokenMatches:
-        """Token matches of the current query with ``document_id``, drawn into the heatmap."""
+        """Token matches of the last query searched (typed or ``search``) with ``document_id``, drawn into the heatmap."""
         if document_id not in self.documents:
             raise KeyError(f"No document {document_id!r} in this demo's documents.")
-        if not self.query.value.strip():
-            raise ValueError("Type a query first: the heatmap explains a query against a document.")
-        self.matches = explain.token_matches(self.model, self.query.value, self.documents[document_id])
+        if self.last_query is None:
+            raise ValueError("Search first (type a query, or call search): the heatmap explains a query against a document.")
+        self.matches = explain.token_matches(self.model, self.last_query, self.documents[document_id])
         figure = plots.maxsim_heatmap(self.matches, title=f"{self.titles.get(document_id) or document_id}: "
                                                            f"MaxSim {self.matches.score:.2f}")
         buffer = io.BytesIO()

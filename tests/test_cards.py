@@ -1,0 +1,53 @@
+"""Model cards survive a save and a reload: what training recorded is saved with the model."""
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+from datasets import Dataset
+
+from workbench import cards, losses, models, training
+
+ROWS = [{"query": f"what does function {i} do", "positive": f"function {i} returns the number {i}",
+         "negative_1": f"class {i} holds a list of {i} items"} for i in range(8)]
+
+
+@pytest.fixture(scope="module")
+def trained(minilm_path, tmp_path_factory):
+    model = models.load_model(minilm_path, seed=0)
+    training.train(model, Dataset.from_list(ROWS), losses.Contrastive(model=model), steps=2, batch_size=4,
+                   output_dir=str(tmp_path_factory.mktemp("checkpoints")))
+    folder = tmp_path_factory.mktemp("model") / "contrastive"
+    model.save(str(folder))
+    return model, folder
+
+
+def test_a_card_rendered_after_a_reload_equals_the_card_written_at_save_time(trained):
+    model, folder = trained
+    reloaded = models.ColBERT(model_name_or_path=str(folder), device="cpu")
+    card = cards.render_card(reloaded)
+    assert card == (folder / "README.md").read_text(encoding="utf-8")
+    assert "No training was recorded" not in card and "- **Base model:** unknown" not in card
+    assert f"- **Base model:** {model.model_card_data.base_model}" in card
+    assert "workbench.losses.Contrastive" in card and "- `max_steps`: 2" in card and "### Training logs" in card
+
+
+def test_evaluations_passed_to_a_card_after_a_reload_are_shown_beside_the_training_record(trained):
+    _, folder = trained
+    reloaded = models.ColBERT(model_name_or_path=str(folder), device="cpu")
+    table = pd.DataFrame({"MaxSim_ndcg@10": [0.61234]}, index=["docstrings"])
+    card = cards.render_card(reloaded, evaluations={"Retrieval": table})
+    assert "| **MaxSim_ndcg@10** | **0.6123** |" in card and "### Training dataset" in card
+    assert cards.front_matter(card)["model-index"][0]["results"][0]["metrics"][0]["value"] == 0.61234
+
+
+def test_a_model_built_from_a_base_has_no_record_and_a_corrupt_record_is_named(trained, minilm_path, tmp_path):
+    assert "No training was recorded" in cards.render_card(models.load_model(minilm_path, seed=0))
+    _, folder = trained
+    record = json.loads((folder / cards.RECORD_FILE).read_text())
+    assert record["all_hyperparameters"]["max_steps"] == "2" and record["train_datasets"]
+    broken = shutil.copytree(folder, tmp_path / "broken")
+    (broken / cards.RECORD_FILE).write_text("{not json")
+    with pytest.raises(ValueError, match=cards.RECORD_FILE):
+        models.ColBERT(model_name_or_path=str(broken), device="cpu")
