@@ -82,3 +82,13 @@ def test_a_nan_score_is_refused_naming_query_and_document(run):
         metrics.evaluate(QRELS, run)
     with pytest.raises(ValueError, match="is NaN"):
         metrics.compare(QRELS, {"a": RUN, "b": run})
+
+
+def test_a_run_saved_under_a_name_with_spaces_reads_back_and_ids_with_spaces_are_refused(tmp_path):
+    run = {"q1": {"d1": 2.0, "d2": 1.0}, "q2": {"d3": 0.5}}
+    metrics.save_run(run, tmp_path / "run.trec", name="BM25 + ColBERT rerank")
+    assert metrics.load_run(tmp_path / "run.trec") == run
+    assert (tmp_path / "run.trec").read_text().split("\n")[0].split()[-1] == "BM25_+_ColBERT_rerank"
+    with pytest.raises(ValueError, match="white space"):
+        metrics.save_run({"q 1": {"d1": 1.0}}, tmp_path / "bad.trec")
+    assert not (tmp_path / "bad.trec").exists()

@@ -33,6 +33,7 @@ Example::
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
@@ -218,10 +219,19 @@ def fuse(runs: Sequence[Mapping[str, Mapping[str, float]]], method: str = "rrf",
 
 
 def save_run(run: Mapping[str, Mapping[str, float]], path: str, name: str = "workbench") -> None:
-    """Write a run in TREC format (``qid Q0 docid rank score name``)."""
+    """Write a run in TREC format (``qid Q0 docid rank score tag``).
+
+    The format is split on white space: the run tag is ``name`` with each run of white space made
+    ``_`` ("BM25 + ColBERT" -> "BM25_+_ColBERT"), and ids holding white space are refused before
+    anything is written (no reader could split them back).
+    """
     from ranx import Run
 
-    ranx_run = Run(dict(run), name=name)
+    for query_id, scores in run.items():
+        for identifier in (query_id, *scores):
+            if not str(identifier) or re.search(r"\s", str(identifier)):
+                raise ValueError(f"Id {identifier!r} is empty or holds white space, which a TREC run cannot hold.")
+    ranx_run = Run(dict(run), name=re.sub(r"\s+", "_", name.strip()) or "workbench")
     ranx_run.save(str(path), kind="trec")
 
 
