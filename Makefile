@@ -24,9 +24,8 @@ NBCHECK := --nbcheck --nbcheck-tolerances nbconfig/tolerances.yaml
 # kernels instead of its AVX2/AVX-512 ones, MKL and oneDNN held to AVX2 (a no-op on AVX2 CPUs), numpy's
 # dispatched SIMD targets all off, and one thread instead of every core. The committed outputs must
 # hold there too: that is what makes them portable, not one machine's digits.
-NUMPY_DISPATCH = $(shell $(PY) -c "import numpy as np; core = getattr(np, '_core', None) or np.core; print(','.join(core._multiarray_umath.__cpu_dispatch__))")
-KERNEL_VARIANT = ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 \
-  NPY_DISABLE_CPU_FEATURES="$(NUMPY_DISPATCH)" OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+# (workbench.nbcheck.kernel_variant holds the list; override with make test-kernels KERNEL_VARIANT="...").
+KERNEL_VARIANT = $(shell $(PY) -m workbench.nbcheck)
 # The notebooks' run folders under test go here, not into runs/.
 TEST_RUNS := $(CURDIR)/.cache/test-runs
 

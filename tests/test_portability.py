@@ -11,17 +11,9 @@ from datasets import load_from_disk
 
 from conftest import ROOT
 from workbench import data, pipeline
+from workbench.nbcheck import kernel_variant
 from workbench.scores import ranked_ids
 from workbench.training_sets import _triplets
-
-
-def numeric_kernel_variant() -> dict[str, str]:
-    """Environment variables that send torch, MKL, oneDNN and numpy down other SIMD paths, on one thread."""
-    dispatch = subprocess.run([sys.executable, "-c", "import numpy as np; core = getattr(np, '_core', None) or np.core; "
-                               "print(','.join(core._multiarray_umath.__cpu_dispatch__))"],
-                              capture_output=True, text=True, check=True).stdout.strip()
-    return {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-            "NPY_DISABLE_CPU_FEATURES": dispatch, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def test_scores_that_agree_to_five_digits_tie_and_are_ordered_by_id():
@@ -68,7 +60,7 @@ def _fields(run_dir):
 def test_notebook_01_builds_identical_data_under_other_numeric_kernels(tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_RUNS", str(tmp_path / "runs"))
     _build_dataset(tmp_path / "default", {})
-    _build_dataset(tmp_path / "variant", numeric_kernel_variant())
+    _build_dataset(tmp_path / "variant", kernel_variant())
     default, variant = _fields(tmp_path / "default"), _fields(tmp_path / "variant")
     assert sorted(default) == sorted(variant)
     assert len(json.loads(default["triplets.negative_1"])) > 100
@@ -85,7 +77,7 @@ def test_the_kernel_variant_really_changes_the_kernels(variable):
                                     "print(sorted(k for k, v in core._multiarray_umath.__cpu_features__.items() if v))",
         "OMP_NUM_THREADS": "import torch; print(torch.get_num_threads())",
     }[variable]
-    variant = numeric_kernel_variant()
+    variant = kernel_variant()
     outputs = [subprocess.run([sys.executable, "-c", probe], env={**os.environ, **env}, capture_output=True, text=True,
                               check=True).stdout for env in ({}, {variable: variant[variable]})]
     if (variable == "OMP_NUM_THREADS" and os.cpu_count() == 1) or outputs[0].strip() == "DEFAULT" or not variant[variable]:

@@ -45,7 +45,8 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["Rule", "Tolerances", "compare_cells", "pytest_addoption", "pytest_collect_file", "pytest_terminal_summary"]
+__all__ = ["Rule", "Tolerances", "compare_cells", "kernel_variant", "pytest_addoption", "pytest_collect_file",
+           "pytest_terminal_summary"]
 
 TOLERATED = pytest.StashKey[list]()
 NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?!\w)(?!\.\d)")
@@ -384,3 +385,20 @@ class CellItem(pytest.Item):
 class NotebookMismatch(AssertionError):
     """What a cell shows differs from its committed output beyond the stated tolerances."""
 
+
+def kernel_variant() -> dict[str, str]:
+    """Environment variables that send torch, MKL, oneDNN and numpy down other SIMD paths than this
+    CPU's defaults, on one thread: how one machine plays another (``make test-kernels``).
+
+    ``python -m workbench.nbcheck`` prints them as ``NAME=value`` words for a shell or a Makefile.
+    """
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core  # numpy 2 moved its internals to numpy._core
+    return {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+            "NPY_DISABLE_CPU_FEATURES": ",".join(core._multiarray_umath.__cpu_dispatch__),
+            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+if __name__ == "__main__":
+    print(" ".join(f"{name}={value}" for name, value in kernel_variant().items()))
