@@ -1,7 +1,9 @@
 """Child process for the durability and concurrency tests: writes to an index, reporting each commit.
 
-python tests/index_writer.py FOLDER START_BATCH [CRASH_AT]
-python tests/index_writer.py FOLDER churn
+python tests/index_writer.py [--kind=KIND] FOLDER START_BATCH [CRASH_AT]
+python tests/index_writer.py [--kind=KIND] FOLDER churn
+
+KIND is a name in workbench.indexes.KINDS (default voyager): the index FOLDER/index is opened as.
 
 Batch b holds documents "b-0" ... "b-{BATCH-1}", whose embeddings come from embeddings_for(b).
 Without CRASH_AT it appends forever (the parent kills it at a random moment). With CRASH_AT = k
@@ -84,12 +86,14 @@ def arm_crash(crash_at: int) -> None:
 if __name__ == "__main__":
     from workbench import indexes
 
-    folder = sys.argv[1]
-    index = indexes.Voyager(index_folder=folder, index_name="index")
-    if sys.argv[2] == "churn":
+    kinds = [arg.split("=", 1)[1] for arg in sys.argv[1:] if arg.startswith("--kind=")]
+    args = [arg for arg in sys.argv[1:] if not arg.startswith("--kind=")]
+    folder = args[0]
+    index = indexes.kind_of(kinds[-1] if kinds else "voyager")(index_folder=folder, index_name="index")
+    if args[1] == "churn":
         churn(index)
-    batch = int(sys.argv[2])
-    crash_at = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    batch = int(args[1])
+    crash_at = int(args[2]) if len(args) > 2 else 0
     while True:
         index.add_documents([f"{batch}-{i}" for i in range(BATCH)], embeddings_for(batch))
         print(f"committed {batch}", flush=True)

@@ -165,7 +165,10 @@ def test_retrieve_and_rerank_pass_their_device_to_the_scorer(monkeypatch, tmp_pa
     query = [rng.normal(size=(4, 8)).astype(np.float32)]
     index = indexes.Exact(index_folder=tmp_path, index_name="toy", override=True)
     index.add_documents(["a", "b", "c"], documents)
-    for module in (indexes, rank, retrieve):
+    # Each index module scores with its own imported colbert_scores (workbench.indexes is a package).
+    from workbench.indexes import exact, plaid, voyager
+
+    for module in (exact, plaid, voyager, rank, retrieve):
         monkeypatch.setattr(module, "colbert_scores", recording)
     retrieve.ColBERT(index).retrieve(query, k=2, device="cpu")
     rank.rerank([["a", "b"]], query, [documents[:2]], device="cpu")

@@ -53,16 +53,19 @@ class ColBERTTripletEvaluator(MultiVectorTripletEvaluator):
 
 
 def search_collection(model, collection: Collection, depth: int = 100, batch_size: int = 32,
-                      show_progress_bar: bool = False, index: str = "exact",
+                      show_progress_bar: bool = False, index: str | type = "exact",
                       documents_embeddings: Sequence[Any] | None = None) -> dict:
     """The run (query id -> {document id: MaxSim}) of the judged queries over the whole corpus.
 
-    ``index="exact"`` (default) scores every document with exact MaxSim; ``index="voyager"``
-    builds a :class:`workbench.indexes.Voyager` index in a temporary folder and retrieves from it.
-    ``documents_embeddings`` (the corpus encoded by ``model``, in corpus order) skips encoding it.
+    ``index="exact"`` (default) scores every document with exact MaxSim in memory. Any other kind
+    (``"voyager"``, ``"plaid"``, a name in :data:`workbench.indexes.KINDS`, or an
+    :class:`~workbench.indexes.Index` subclass, built with its defaults) is built in a temporary
+    folder and retrieved from. ``documents_embeddings`` (the corpus encoded by ``model``, in corpus
+    order) skips encoding it.
     """
-    if index not in ("exact", "voyager"):
-        raise ValueError(f"index must be 'exact' or 'voyager', got {index!r}.")
+    from workbench import indexes
+
+    exact = indexes.kind_of(index) is indexes.Exact  # an unknown kind fails here, before any encoding
     document_ids = list(collection.corpus)
     query_ids = list(collection.judged_queries)
     documents = documents_embeddings
@@ -71,18 +74,15 @@ def search_collection(model, collection: Collection, depth: int = 100, batch_siz
     elif len(documents) != len(document_ids):
         raise ValueError(f"{len(documents)} document embeddings for a corpus of {len(document_ids)}.")
     queries = model.encode([collection.queries[q] for q in query_ids], is_query=True, batch_size=batch_size)
-    if index == "exact":
+    if exact:
         return metrics.run_from_results(query_ids, retrieve.exact(queries, documents, document_ids, k=depth))
-    if index == "voyager":
-        import tempfile
+    import tempfile
 
-        from workbench import indexes
-
-        with tempfile.TemporaryDirectory(prefix="workbench-eval-") as folder:
-            voyager = indexes.Voyager(index_folder=folder, index_name=collection.name, override=True)
-            voyager.add_documents(document_ids, documents)
-            run = metrics.run_from_results(query_ids, retrieve.ColBERT(voyager).retrieve(queries, k=depth))
-            voyager.close()
+    with tempfile.TemporaryDirectory(prefix="workbench-eval-") as folder:
+        built = indexes.make(index, folder, "index")
+        built.add_documents(document_ids, documents)
+        run = metrics.run_from_results(query_ids, retrieve.ColBERT(built).retrieve(queries, k=depth))
+        built.close()
     return run
 
 
@@ -94,7 +94,7 @@ def encode_corpus(model, collection: Collection, batch_size: int = 32, show_prog
 
 def evaluate_collection(model, collection: Collection, depth: int = 100, batch_size: int = 32,
                         show_progress_bar: bool = False, relevance_level: int = 1,
-                        index: str = "exact") -> tuple[pd.DataFrame, dict]:
+                        index: str | type = "exact") -> tuple[pd.DataFrame, dict]:
     """:func:`search_collection`, scored with the seed metric set: (metric table, run).
 
     The table covers ``collection.judged_queries``; judged queries without a text are left out,
@@ -116,7 +116,7 @@ class ColBERTInformationRetrievalEvaluator(BaseEvaluator):
 
     def __init__(self, collection: Collection | None = None, *, queries: dict | None = None,
                  corpus: dict | None = None, relevant_docs: dict | None = None, name: str | None = None,
-                 batch_size: int = 32, show_progress_bar: bool = False, index: str = "exact",
+                 batch_size: int = 32, show_progress_bar: bool = False, index: str | type = "exact",
                  relevance_level: int = 1) -> None:
         super().__init__()
         if collection is None:
@@ -152,14 +152,14 @@ class NanoBEIREvaluator(BaseEvaluator):
 
     ``dataset_names``: NanoBEIR names (``"scifact"``, ``"NanoSciFact"``), hub ids, or local folders
     in the NanoBEIR or BEIR layout; default: all 13 from the hub. Calling it evaluates each dataset
-    (exact search by default, ``index="voyager"`` on request) and returns
+    (exact search by default; ``index="voyager"``, ``"plaid"`` or an Index subclass on request) and returns
     ``{"<dataset>_MaxSim_ndcg@10": ..., "NanoBEIR_mean_MaxSim_ndcg@10": ...}``; the primary metric
     is the mean nDCG@10. ``.table`` holds one row per dataset and the mean row, as PyLate's cards
     show them; ``.runs`` the runs.
     """
 
     def __init__(self, dataset_names: list[str] | None = None, batch_size: int = 32, show_progress_bar: bool = False,
-                 index: str = "exact", name: str = "NanoBEIR_mean") -> None:
+                 index: str | type = "exact", name: str = "NanoBEIR_mean") -> None:
         super().__init__()
         from workbench.data import NANOBEIR_DATASETS, load_nanobeir
 
@@ -191,7 +191,7 @@ BM25 = "BM25"
 
 
 def evaluate_models(models: Mapping[str, Any], collections: Sequence[Collection], batch_size: int = 32,
-                    index: str = "exact") -> pd.DataFrame:
+                    index: str | type = "exact") -> pd.DataFrame:
     """Every model on every collection: one row per (dataset, model), one column per seed metric.
 
     ``models`` maps a display name to a ColBERT, or to :data:`BM25` for the BM25 baseline (bm25s).

@@ -63,24 +63,26 @@ def metric_bars(table: pd.DataFrame, metric: str, dataset_column: str = "dataset
 
 def recall_latency(sweep: pd.DataFrame, recall_column: str | None = None,
                    exact_ms_per_query: float | None = None) -> plt.Figure:
-    """Recall against ms per query, each point labelled ``k_token/n_full_scores``.
+    """Recall against ms per query, each point labelled with its search settings (the sweep's other
+    columns, for example ``k_token/n_full_scores`` for Voyager, ``n_ivf_probe/n_full_scores`` for PLAID).
 
     ``exact_ms_per_query`` draws exhaustive exact search (recall 1) as a reference line.
     """
     recall_column = recall_column or next((c for c in sweep.columns if c.startswith("recall@")), None)
     if recall_column is None or "ms_per_query" not in sweep.columns:
         raise ValueError(f"The sweep needs 'ms_per_query' and a 'recall@k' column; it has {list(sweep.columns)}.")
+    knobs = [c for c in sweep.columns if c != "ms_per_query" and not c.startswith("recall@")]
     ordered = sweep.sort_values("ms_per_query")
     figure, axes = plt.subplots(figsize=(6, 3.4))
     axes.plot(ordered["ms_per_query"], ordered[recall_column], marker="o")
     for _, row in ordered.iterrows():
-        axes.annotate(f"{int(row['k_token'])}/{int(row['n_full_scores'])}", (row["ms_per_query"], row[recall_column]),
+        axes.annotate("/".join(str(int(row[c])) for c in knobs), (row["ms_per_query"], row[recall_column]),
                       textcoords="offset points", xytext=(4, -10), fontsize=7)
     if exact_ms_per_query is not None:
         axes.axvline(exact_ms_per_query, color="grey", linestyle="--", label=f"exact search ({exact_ms_per_query:.1f} ms)")
         axes.legend(fontsize=8, loc="lower right")
     axes.set(xlabel="ms per query", ylabel=f"{recall_column} of exact top-k",
-             title="Recall against latency (labels: k_token/n_full_scores)")
+             title=f"Recall against latency (labels: {'/'.join(knobs)})")
     axes.grid(alpha=0.3)
     figure.tight_layout()
     return figure

@@ -1,0 +1,175 @@
+"""Voyager: an HNSW graph over token centroids for candidates, exact MaxSim from the token store for scores.
+
+Indexing every token in an HNSW graph (PyLate's way) costs a graph node per token: minutes to
+build and more bytes than the tokens themselves. Here the tokens are clustered instead (spherical
+k-means, about ``4 * sqrt(tokens)`` centroids), each token keeps the id of its centroid, and a
+Voyager HNSW graph indexes the centroids. A query token looks up its ``k_token`` nearest centroids
+in that graph (all tokens of a query batch in one call); every document with a token in one of them
+is a candidate, ranked by an approximate MaxSim in which a token's similarity is replaced by its
+centroid's. The ``n_full_scores`` best candidates are then scored exactly from the token store.
+
+The centroids are trained on a bounded sample of the first documents added, and retrained, with
+every token re-assigned chunk by chunk, whenever the index has grown fourfold since: memory stays
+bounded by the sample and a chunk, not the corpus.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workbench.indexes.base import Index, check_positive
+from workbench.indexes.centroids import Postings, assign, default_centroid_count, sample_rows, spherical_kmeans, stored_then_new
+from workbench.indexes.store import DTYPES, Additions, Snapshot
+from workbench.scores import PackedEmbeddings, colbert_scores, top_k
+
+__all__ = ["RETRAIN_GROWTH", "Voyager", "centroids_of"]
+
+RETRAIN_GROWTH = 4  # retrain the centroids once the index holds this many times the tokens they saw
+SAMPLE_PER_CENTROID = 32  # k-means sample: this many tokens per centroid, at least MIN_SAMPLE
+MIN_SAMPLE = 16384
+KMEANS_ITERATIONS = 8
+
+
+class Voyager(Index):
+    """Voyager HNSW over token centroids for candidates, exact MaxSim from the token store for scores.
+
+    Args:
+        index_folder, index_name: the index lives in ``index_folder/index_name``.
+        override: start afresh, replacing the workbench index the folder holds (nothing else is deleted).
+        embedding_size: optional check (PyLate's argument); by default the dimension comes from the
+            first documents added, so any model's embeddings fit.
+        M, ef_construction: HNSW graph degree and build depth (saved with the index).
+        ef_search: HNSW search depth (a search-time setting).
+        storage_data_type: ``"float32"``, ``"float8"`` or ``"e4m3"`` for the centroid vectors.
+        n_centroids: centroids to train (default: about ``4 * sqrt(tokens)``, a power of two).
+        k_token: centroids looked up per query token (default 8; PyLate calls its per-token depth ``k_token`` too).
+        n_full_scores: candidates per query scored exactly (default 256).
+        dtype: ``"float16"`` (default) or ``"float32"`` token storage.
+        seed: seed of the k-means sampling and initialisation and of the HNSW graph's levels.
+    """
+
+    sweep = tuple({"k_token": k_token, "n_full_scores": n_full_scores} for k_token, n_full_scores in
+                  ((1, 32), (2, 64), (4, 64), (4, 128), (8, 128), (8, 256), (16, 256), (16, 512), (32, 512)))
+
+    def __init__(self, index_folder: str | Path = "pylate-index", index_name: str = "index", override: bool = False,
+                 embedding_size: int | None = None, M: int = 16, ef_construction: int = 200, ef_search: int = 64,
+                 storage_data_type: str = "float32", n_centroids: int | None = None, k_token: int = 8,
+                 n_full_scores: int = 256, dtype: str = "float16", seed: int = 0) -> None:
+        import voyager
+
+        storage_types = {"float32": voyager.StorageDataType.Float32, "float8": voyager.StorageDataType.Float8,
+                         "e4m3": voyager.StorageDataType.E4M3}
+        if storage_data_type.lower() not in storage_types:
+            raise ValueError(f"storage_data_type must be one of {sorted(storage_types)}, got {storage_data_type!r}.")
+        check_positive(M=M, ef_construction=ef_construction, ef_search=ef_search, k_token=k_token,
+                       n_full_scores=n_full_scores, n_centroids=n_centroids)
+        super().__init__(index_folder, index_name, override, embedding_size, payload=dtype)
+        saved = self.store.extra.get("voyager_parameters", {})
+        self.parameters = {"M": M, "ef_construction": ef_construction, "storage_data_type": storage_data_type.lower(),
+                           "n_centroids": n_centroids, "seed": seed, **saved}
+        self.ef_search = ef_search
+        self.search_settings = {"k_token": k_token, "n_full_scores": n_full_scores}
+        self._storage_types = storage_types
+
+    @property
+    def k_token(self) -> int:
+        return self.search_settings["k_token"]
+
+    @property
+    def n_full_scores(self) -> int:
+        return self.search_settings["n_full_scores"]
+
+    # -- building --------------------------------------------------------------------------------
+
+    def _derive(self, arrays: list[np.ndarray]) -> Additions:
+        # Assigned from the values the store keeps (fp16 by default), as a retrain re-assigns them.
+        new_tokens = np.concatenate(arrays).astype(DTYPES[self.store.dtype]).astype(np.float32)
+        stored = self.store.snapshot.n_tokens
+        total = stored + len(new_tokens)
+        trained_on = self.store.extra.get("centroids_trained_on", 0)
+        centroids = centroids_of(self.store.snapshot)
+        if centroids is not None and total < RETRAIN_GROWTH * trained_on:
+            return Additions(side={"codes": assign(new_tokens, centroids)})
+        count = min(self.parameters["n_centroids"] or default_centroid_count(total), total)
+        seed = self.parameters["seed"]
+        rows = sample_rows(total, max(count * SAMPLE_PER_CENTROID, MIN_SAMPLE), seed)
+        sample = stored_then_new(rows, stored, lambda old: self.store.tokens[old], new_tokens)
+        centroids = spherical_kmeans(sample, count, iterations=KMEANS_ITERATIONS, seed=seed)
+
+        def codes_of_every_token():
+            for chunk in self.store.rows(["tokens"]):
+                yield {"codes": assign(chunk["tokens"], centroids)}
+            yield {"codes": assign(new_tokens, centroids)}
+
+        return Additions(
+            rewrite=codes_of_every_token,
+            files={"centroids": centroids.tobytes(), "voyager": self._graph(centroids).as_bytes()},
+            extra={"centroids_trained_on": total, "voyager_parameters": self.parameters},
+        )
+
+    def _graph(self, centroids: np.ndarray):
+        import voyager
+
+        graph = voyager.Index(
+            voyager.Space.InnerProduct,
+            num_dimensions=centroids.shape[1],
+            M=self.parameters["M"],
+            ef_construction=self.parameters["ef_construction"],
+            random_seed=self.parameters["seed"],
+            storage_data_type=self._storage_types[self.parameters["storage_data_type"]],
+        )
+        # Parallel insertion links the graph in thread-timing order, so every build (and every
+        # recall figure measured on it) would differ; the few thousand centroids take well under a second serially.
+        graph.add_items(centroids, num_threads=1)
+        return graph
+
+    def _searcher(self, snapshot: Snapshot):
+        """The HNSW graph and postings of ``snapshot`` (built once per committed state)."""
+        if "graph" not in snapshot.derived:
+            import voyager
+
+            # Loaded from the snapshot's bytes: the graph file on disk may be replaced meanwhile.
+            snapshot.derived["graph"] = voyager.Index.load(io.BytesIO(snapshot.contents["voyager"]))
+            snapshot.derived["postings"] = Postings(snapshot.side["codes"], snapshot.offsets,
+                                                    len(centroids_of(snapshot)))
+        return snapshot.derived["graph"], snapshot.derived["postings"]
+
+    # -- searching -------------------------------------------------------------------------------
+
+    def search(self, queries: PackedEmbeddings, k: int, subset: np.ndarray | None = None,
+               snapshot: Snapshot | None = None, device: str | None = None, **settings: int | None):
+        """Top ``k`` (positions in ``snapshot``, default the latest commit; scores) per query.
+        ``k_token`` and ``n_full_scores`` (positive integers) override the index's settings; the
+        exact scoring runs on ``device`` (None: the CPU)."""
+        check_positive(k=k)
+        settings = self.settings(**settings)
+        snapshot = self.snapshot() if snapshot is None else snapshot
+        n_full_scores = max(settings["n_full_scores"], k)
+        if subset is not None and subset.sum() <= n_full_scores:
+            # A small enough subset is scored whole: exact, and cheaper than looking for candidates.
+            positions = np.flatnonzero(subset)
+            return top_k(colbert_scores(queries, snapshot.documents(positions), device=device).numpy(), k, positions)
+        graph, postings = self._searcher(snapshot)
+        k_token = min(settings["k_token"], len(centroids_of(snapshot)))
+        query_tokens = np.asarray(queries.tokens, dtype=np.float32)
+        neighbours, distances = graph.query(query_tokens, k=k_token, query_ef=max(self.ef_search, k_token))
+        similarities = 1.0 - distances  # Voyager's inner-product distance is 1 - dot
+        results = []
+        for index in range(len(queries)):
+            rows = slice(queries.offsets[index], queries.offsets[index + 1])
+            candidates = postings.candidates(neighbours[rows], similarities[rows], subset, n_full_scores)
+            if subset is not None and len(candidates) < k:  # the probed centroids miss the subset: score it whole
+                candidates = np.flatnonzero(subset)
+            exact = colbert_scores([query_tokens[rows]], snapshot.documents(candidates), device=device).numpy()
+            results.extend(top_k(exact, k, candidates))
+        return results
+
+
+def centroids_of(snapshot: Snapshot) -> np.ndarray | None:
+    """The centroids a committed state holds (None before the first documents)."""
+    raw = snapshot.contents.get("centroids")
+    return None if raw is None else np.frombuffer(raw, dtype=np.float32).reshape(-1, snapshot.dim)
