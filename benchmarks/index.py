@@ -38,17 +38,6 @@ def quality(results, exact_top, query_ids, qrels):
     return round(overlap, 4), round(ndcg, 4)
 
 
-def timed_retrieve(retriever, queries, repeats: int = 5, **settings):
-    """Results and the best ms per query over ``repeats`` passes (this VM's timings are noisy)."""
-    retriever.retrieve(queries[:2], k=10, **settings)  # warm-up
-    timings = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        results = retriever.retrieve(queries, k=10, **settings)
-        timings.append((time.perf_counter() - started) * 1000 / len(queries))
-    return results, min(timings)
-
-
 def main() -> None:
     require_shared()
     collection, query_ids, packed_queries, document_ids, packed_documents, _ = cached_embeddings("msmarco-dl19-5k")
@@ -67,7 +56,7 @@ def main() -> None:
         build_seconds = time.perf_counter() - started
         bytes_on_disk = sum(p.stat().st_size for p in (workdir / "workbench").iterdir())
         retriever = retrieve.ColBERT(index=index)
-        results, query_ms = timed_retrieve(retriever, queries)
+        query_ms, results = retrieve.timed_retrieve(retriever, queries, k=10, repeats=5)
         overlap, ndcg = quality(results, exact_top, query_ids, collection.qrels)
         sweep = retrieve.recall_latency(index, queries, [sorted(top) for top in exact_top], settings=SWEEP, repeats=5)
         sweep = sweep.round({"ms_per_query": 2, "recall@10": 4}).to_dict(orient="records")

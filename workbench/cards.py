@@ -373,7 +373,7 @@ def versions() -> dict[str, str]:
 
     versions = {"Python": platform.python_version(), "workbench": __version__}
     for package in ("sentence-transformers", "transformers", "torch", "accelerate", "datasets", "tokenizers",
-                    "voyager", "ranx"):
+                    "voyager", "faiss-cpu", "ranx"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

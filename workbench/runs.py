@@ -7,6 +7,7 @@ A run folder (under ``runs/``, git-ignored) holds one pass of the pipeline::
         data/                   training triplets, distillation rows, evaluation collections (BEIR)
         models/<name>/          trained models (Sentence Transformers folders, with their cards)
         index/                  the Voyager index
+        index-comparison/       Exact, Voyager and PLAID indexes of notebook 04's comparison
         results/<name>.csv      tables; results/*.trec runs
         plots/<name>.png        figures
         notebooks/              the executed notebooks (``make run``)

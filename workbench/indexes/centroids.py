@@ -88,8 +88,11 @@ class Postings:
         self.offsets = np.searchsorted(pairs // n_documents, np.arange(n_centroids + 1))
 
     def candidates(self, neighbours: np.ndarray, similarities: np.ndarray, subset: np.ndarray | None,
-                   limit: int) -> np.ndarray:
+                   limit: int, at_least: int = 1) -> np.ndarray:
         """The ``limit`` documents with the best approximate MaxSim for one query, in position order.
+
+        When the probed centroids hold fewer than ``at_least`` documents of ``subset``, the whole
+        subset is returned instead: a filtered search still finds ``k`` documents when the subset has them.
 
         ``neighbours`` and ``similarities`` are ``[query_tokens, probes]``: each query token's
         nearest centroids. A document's approximate score sums, over query tokens, the best
@@ -107,6 +110,8 @@ class Postings:
             documents, query_token, similarity = documents[keep], query_token[keep], similarity[keep]
         present = np.bincount(documents, minlength=self.n_documents) > 0
         unique = np.flatnonzero(present)
+        if subset is not None and len(unique) < at_least:
+            return np.flatnonzero(subset)
         if len(unique) <= limit:
             return unique
         slot = np.empty(self.n_documents, dtype=np.int64)  # document position -> row of `approximate`

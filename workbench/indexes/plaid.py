@@ -145,9 +145,7 @@ class PLAID(Index):
         results = []
         for index in range(len(queries)):
             rows = slice(queries.offsets[index], queries.offsets[index + 1])
-            candidates = postings.candidates(probes[rows], probe_scores[rows], subset, n_full_scores)
-            if subset is not None and len(candidates) < k:  # the probed centroids miss the subset: score it whole
-                candidates = np.flatnonzero(subset)
+            candidates = postings.candidates(probes[rows], probe_scores[rows], subset, n_full_scores, at_least=k)
             token_codes = np.asarray(codes[token_rows_of(snapshot.offsets, candidates)], dtype=np.int64)
             starts = np.zeros(len(candidates), dtype=np.int64)
             np.cumsum(lengths[candidates][:-1], out=starts[1:])

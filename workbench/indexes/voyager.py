@@ -161,9 +161,7 @@ class Voyager(Index):
         results = []
         for index in range(len(queries)):
             rows = slice(queries.offsets[index], queries.offsets[index + 1])
-            candidates = postings.candidates(neighbours[rows], similarities[rows], subset, n_full_scores)
-            if subset is not None and len(candidates) < k:  # the probed centroids miss the subset: score it whole
-                candidates = np.flatnonzero(subset)
+            candidates = postings.candidates(neighbours[rows], similarities[rows], subset, n_full_scores, at_least=k)
             exact = colbert_scores([query_tokens[rows]], snapshot.documents(candidates), device=device).numpy()
             results.extend(top_k(exact, k, candidates))
         return results
