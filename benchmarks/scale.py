@@ -20,6 +20,9 @@ warm-up), overlap@10 with exact, a recall-against-latency sweep of search settin
 exponents (slope of log cost against log tokens) to project to larger corpora. Peak RSS includes each
 worker's baseline (Python, torch, and in the build worker the source passages; *_baseline_rss_gb),
 so the memory above it gets its own exponent: project that one, then add the baseline back.
+For a compressed index, a third worker scores every document exhaustively on its decoded tokens: the
+"codec ceiling" is that top-10's overlap with exact, the most any search over those tokens can reach,
+and "overlap with ceiling" is the search's overlap with it, what candidate generation loses on its own.
 Output: JSON per configuration, Markdown tables, and .cache/scale/results.json.
 """
 
@@ -43,7 +46,9 @@ from common import CACHE, ROOT, cached_embeddings, emit, machine, require_shared
 COLLECTION = "msmarco-dl19-5k"
 OUT = ROOT / ".cache" / "scale"
 BATCH, SIGMA, SPAN = 5000, 0.03, (8, 40)
-KINDS = {"plaid-4": ("PLAID", {"nbits": 4}), "plaid-2": ("PLAID", {"nbits": 2}), "voyager": ("Voyager", {})}
+KINDS = {"plaid-4": ("PLAID", {"nbits": 4}), "plaid-2": ("PLAID", {"nbits": 2}), "plaid-8": ("PLAID", {"nbits": 8}),
+         "voyager": ("Voyager", {})}
+DEFAULT_KINDS = ["plaid-4", "plaid-2", "voyager"]
 SWEEPS = {"PLAID": {"n_ivf_probe": (4, 8, 16), "n_full_scores": (256, 1024, 4096)},
           "Voyager": {"k_token": (8, 16, 32), "n_full_scores": (256, 1024, 4096)}}
 PROJECT_TO = 600e6  # tokens: the corpus size the growth exponents are projected to
@@ -87,23 +92,35 @@ def documents(generator: str, target_tokens: int, source, seed: int = 0):
             return
 
 
-def ground_truth(generator: str, target: int, source, queries, seed: int) -> Path:
-    """Exact MaxSim top-10 per query over the whole synthetic corpus, streamed; cached as JSON."""
+def running_top10(queries, batches) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Exact MaxSim top-10 (positions, scores) per query over ``batches`` of ``(first position, documents)``."""
     from workbench.scores import colbert_scores, top_k
 
-    path = OUT / f"truth-{generator}-{target}-seed{seed}-q{len(queries)}.json"
-    if path.exists():
-        return path
-    started, made, n_tokens = time.perf_counter(), 0, 0
     best = [(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))] * len(queries)
-    for ids, arrays in documents(generator, target, source, seed):
-        scores = colbert_scores(queries, arrays).numpy()
-        new = made + np.arange(len(ids))
+    for first, batch in batches:
+        scores = colbert_scores(queries, batch).numpy()
+        new = first + np.arange(scores.shape[1])
         # The running top-10 comes first: it holds earlier positions, so ties still go to the earlier document.
         best = [top_k(np.concatenate([kept, row])[None], 10, np.concatenate([positions, new]))[0]
                 for (positions, kept), row in zip(best, scores)]
-        made, n_tokens = made + len(ids), n_tokens + sum(map(len, arrays))
-    truth = {"generator": generator, "target_tokens": target, "seed": seed, "documents": made, "tokens": n_tokens,
+    return best
+
+
+def ground_truth(generator: str, target: int, source, queries, seed: int) -> Path:
+    """Exact MaxSim top-10 per query over the whole synthetic corpus, streamed; cached as JSON."""
+    path = OUT / f"truth-{generator}-{target}-seed{seed}-q{len(queries)}.json"
+    if path.exists():
+        return path
+    started, counts = time.perf_counter(), {"documents": 0, "tokens": 0}
+
+    def batches():
+        for ids, arrays in documents(generator, target, source, seed):
+            yield counts["documents"], arrays
+            counts["documents"] += len(ids)
+            counts["tokens"] += sum(map(len, arrays))
+
+    best = running_top10(queries, batches())
+    truth = {"generator": generator, "target_tokens": target, "seed": seed, **counts,
              "seconds": round(time.perf_counter() - started, 1),
              "top10": [[f"d{p}" for p in positions] for positions, _ in best],
              "scores": [[round(float(s), 5) for s in kept] for _, kept in best]}
@@ -149,16 +166,41 @@ def build(args) -> dict:
             "bytes_per_token": round(size / n_tokens, 2)}
 
 
-def timed(retriever, queries, truth, **settings) -> tuple[float, float]:
-    """Best ms/query of 3 passes after a warm-up pass, and overlap@10 with the exact top-10."""
+def ceiling(args) -> dict:
+    """The codec's ceiling: exhaustive MaxSim over the index's own decoded tokens, streamed. Its top-10
+    (written to ``args.folder``/ceiling.json for the search worker) separates what the compression loses
+    from what candidate generation loses."""
+    from workbench import indexes
+    from workbench.scores import PackedEmbeddings
+
+    tokens, offsets = cached("query_tokens", "query_offsets")
+    queries = PackedEmbeddings(tokens[: offsets[args.queries]], offsets[: args.queries + 1])
+    truth = json.loads(Path(args.truth).read_text())["top10"]
+    started = time.perf_counter()
+    snapshot = getattr(indexes, KINDS[args.index][0])(index_folder=args.folder, index_name="index").snapshot()
+    step = 5000
+    best = running_top10(queries, ((first, snapshot.documents(np.arange(first, min(first + step, len(snapshot.ids)))))
+                                   for first in range(0, len(snapshot.ids), step)))
+    top10 = [[snapshot.ids[p] for p in positions] for positions, _ in best]
+    Path(args.folder, "ceiling.json").write_text(json.dumps(top10))
+    return {"ceiling_overlap@10": round(float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top10, truth)])), 4),
+            "ceiling_seconds": round(time.perf_counter() - started, 1)}
+
+
+def timed(retriever, queries, truth, **settings) -> tuple[float, float, list]:
+    """Best ms/query of 3 passes after a warm-up pass, overlap@10 with the exact top-10, and the results."""
     retriever.retrieve(queries_embeddings=queries, k=10, **settings)
     timings = []
     for _ in range(3):
         started = time.perf_counter()
         results = retriever.retrieve(queries_embeddings=queries, k=10, **settings)
         timings.append((time.perf_counter() - started) * 1000 / len(queries))
-    overlap = np.mean([len({hit["id"] for hit in hits} & set(top)) / 10 for hits, top in zip(results, truth)])
-    return round(min(timings), 2), round(float(overlap), 4)
+    return round(min(timings), 2), overlap_with(results, truth), results
+
+
+def overlap_with(results, top10s) -> float:
+    return round(float(np.mean([len({hit["id"] for hit in hits} & set(top)) / 10
+                                for hits, top in zip(results, top10s)])), 4)
 
 
 def search(args) -> dict:
@@ -172,11 +214,15 @@ def search(args) -> dict:
     index = getattr(indexes, name)(index_folder=args.folder, index_name="index")
     retrieve.ColBERT(index).retrieve(queries_embeddings=queries[:1], k=10)  # a cold start reads the index in
     cold = time.perf_counter() - started
-    ms, overlap = timed(retrieve.ColBERT(index), queries, truth)
+    ms, overlap, results = timed(retrieve.ColBERT(index), queries, truth)
     peak = memory()["VmHWM"]
     report = {"search_peak_rss_gb": peak, "search_baseline_rss_gb": baseline,
               "search_rss_above_baseline_gb": round(peak - baseline, 3),
               "open_and_first_query_seconds": round(cold, 2), "ms_per_query": ms, "overlap@10": overlap, "sweep": []}
+    decoded = Path(args.folder, "ceiling.json")
+    ceiling = json.loads(decoded.read_text()) if decoded.exists() else None
+    if ceiling:  # what the search stages lose, apart from the compression
+        report["overlap@10_with_ceiling"] = overlap_with(results, ceiling)
     # A setting retrieve() takes goes there; any other is a constructor setting, so the index is reopened with it.
     parameters = inspect.signature(retrieve.ColBERT.retrieve).parameters
     anything = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
@@ -186,9 +232,10 @@ def search(args) -> dict:
         at_open = {k: v for k, v in setting.items() if not anything and k not in parameters}
         try:
             opened = getattr(indexes, name)(index_folder=args.folder, index_name="index", **at_open) if at_open else index
-            ms, overlap = timed(retrieve.ColBERT(opened), queries, truth,
-                                **{k: v for k, v in setting.items() if k not in at_open})
-            report["sweep"].append({**setting, "ms_per_query": ms, "overlap@10": overlap})
+            ms, overlap, results = timed(retrieve.ColBERT(opened), queries, truth,
+                                         **{k: v for k, v in setting.items() if k not in at_open})
+            report["sweep"].append({**setting, "ms_per_query": ms, "overlap@10": overlap,
+                                    **({"overlap@10_with_ceiling": overlap_with(results, ceiling)} if ceiling else {})})
         except Exception as error:  # an index API in flux should cost one row, not the run
             report["sweep"].append({**setting, "error": repr(error)})
     report["sweep_peak_rss_gb"] = memory()["VmHWM"]
@@ -222,7 +269,8 @@ def markdown(headers: list[str], rows: list[list]) -> None:
 COLUMNS = {"generator": "generator", "index": "index", "documents": "documents", "tokens": "tokens",
            "build s": "build_seconds", "build peak RSS GB": "build_peak_rss_gb",
            "search peak RSS GB": "search_peak_rss_gb", "bytes/token": "bytes_per_token",
-           "ms/query": "ms_per_query", "overlap@10": "overlap@10"}
+           "ms/query": "ms_per_query", "overlap@10": "overlap@10", "codec ceiling": "ceiling_overlap@10",
+           "overlap with ceiling": "overlap@10_with_ceiling"}
 # The baseline (interpreter, torch, source passages) dominates small sizes and flattens a slope fitted on
 # peak RSS, so the memory above it gets its own exponent: that is the part that grows with the corpus.
 GROWTH = {"build s": "build_seconds", "build RSS": "build_peak_rss_gb", "search RSS": "search_peak_rss_gb",
@@ -237,10 +285,12 @@ def summarise(results: list[dict]) -> list[dict]:
     sweeps = [(r, s) for r in results for s in r.get("sweep", [])]
     if sweeps:
         print("\nSearch settings (recall against latency):\n")
-        markdown(["generator", "index", "tokens", "setting", "ms/query", "overlap@10"],
+        measured = ("ms_per_query", "overlap@10", "overlap@10_with_ceiling", "error")
+        markdown(["generator", "index", "tokens", "setting", "ms/query", "overlap@10", "overlap with ceiling"],
                  [[r["generator"], r["index"], r["tokens"],
-                   " ".join(f"{k}={v}" for k, v in s.items() if k not in ("ms_per_query", "overlap@10", "error")),
-                   s.get("ms_per_query", s.get("error")), s.get("overlap@10", "-")] for r, s in sweeps])
+                   " ".join(f"{k}={v}" for k, v in s.items() if k not in measured),
+                   s.get("ms_per_query", s.get("error")), s.get("overlap@10", "-"),
+                   s.get("overlap@10_with_ceiling", "-")] for r, s in sweeps])
     groups = {}
     for r in results:
         if all(key in r for key in GROWTH.values()):
@@ -268,17 +318,17 @@ def main() -> None:
     count = lambda text: int(float(text))  # noqa: E731  (accepts 1e6)
     parser.add_argument("--tokens", type=count, nargs="+", default=[10**6, 3 * 10**6, 10**7])
     parser.add_argument("--generators", nargs="+", choices=["mix", "noise"], default=["mix", "noise"])
-    parser.add_argument("--indexes", nargs="+", choices=list(KINDS), default=list(KINDS))
+    parser.add_argument("--indexes", nargs="+", choices=list(KINDS), default=DEFAULT_KINDS)
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     # Internal: what the parent hands its worker subprocesses.
-    parser.add_argument("--worker", choices=["build", "search"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["build", "ceiling", "search"], help=argparse.SUPPRESS)
     for option in ("--generator", "--index", "--folder", "--truth"):
         parser.add_argument(option, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         args.tokens = args.tokens[0]
-        print(json.dumps({"build": build, "search": search}[args.worker](args)))
+        print(json.dumps({"build": build, "ceiling": ceiling, "search": search}[args.worker](args)))
         return
 
     require_shared()
@@ -303,6 +353,8 @@ def main() -> None:
                           "--seed", str(args.seed), "--queries", str(args.queries), "--truth", str(truth_path)]
                 try:
                     result.update(run_worker("--worker", "build", *shared))
+                    if "error" not in result and KINDS[kind][0] == "PLAID":  # fp16 tokens have no codec loss to bound
+                        result.update(run_worker("--worker", "ceiling", *shared))
                     if "error" not in result:
                         result.update(run_worker("--worker", "search", *shared))
                 finally:

@@ -22,6 +22,7 @@ from conftest import reference_maxsim, unit
 from index_writer import BATCH, embeddings_for
 from workbench import evaluation, indexes, retrieve
 from workbench.data import Collection
+from workbench.indexes import plaid
 from workbench.indexes.codecs import codec_of
 from workbench.indexes.store import IndexCorruptError, IndexLockedError, TokenStore
 from workbench.scores import colbert_scores, pack, top_k
@@ -658,3 +659,17 @@ def test_a_retrain_read_in_small_chunks_builds_the_same_index(kind, small, tmp_p
     for key in whole:
         np.testing.assert_array_equal(whole[key], chunked[key])
         np.testing.assert_array_equal(whole_removed[key], chunked_removed[key])
+
+
+def test_a_batch_searched_in_blocks_of_centroid_scores_finds_the_same(small, tmp_path, monkeypatch):
+    """A large batch is split so its centroid scores stay bounded; the split must not change a result."""
+    ids, documents, queries = small
+    index = indexes.PLAID(index_folder=tmp_path, index_name="plaid")
+    index.add_documents(ids, documents)
+    whole = retrieve.ColBERT(index).retrieve(queries, k=5, n_full_scores=16)
+    n_centroids = len(codec_of(index.snapshot()).centroids)
+    blocks = list(plaid.query_blocks(pack(queries).offsets, n_centroids))
+    monkeypatch.setattr(plaid, "SCORE_BLOCK", 16 * n_centroids)  # two queries of 8 tokens a block
+    split = list(plaid.query_blocks(pack(queries).offsets, n_centroids))
+    assert len(blocks) == 1 and len(split) == 6 and [q for block in split for q in range(*block)] == list(range(12))
+    assert retrieve.ColBERT(index).retrieve(queries, k=5, n_full_scores=16) == whole

@@ -82,10 +82,17 @@ class Postings:
     def __init__(self, codes: np.ndarray, offsets: np.ndarray, n_centroids: int) -> None:
         self.n_documents = len(offsets) - 1
         n_documents = max(self.n_documents, 1)
-        document_of_token = np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(offsets))
-        pairs = np.unique(np.asarray(codes, dtype=np.int64) * n_documents + document_of_token)
-        self.documents = pairs % n_documents
-        self.offsets = np.searchsorted(pairs // n_documents, np.arange(n_centroids + 1))
+        # One int64 key per token (centroid, document), sorted and deduplicated in place: about three
+        # token-length arrays at the peak, which is what opening a 10M-token index costs.
+        pairs = np.asarray(codes, dtype=np.int64) * n_documents
+        pairs += np.repeat(np.arange(self.n_documents, dtype=np.int64), np.diff(offsets))
+        pairs.sort()
+        if len(pairs):
+            pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])]
+        small = np.int32 if n_documents < 2**31 else np.int64
+        self.documents = (pairs % n_documents).astype(small)
+        pairs //= n_documents
+        self.offsets = np.searchsorted(pairs, np.arange(n_centroids + 1))
 
     def candidates(self, neighbours: np.ndarray, similarities: np.ndarray, subset: np.ndarray | None,
                    limit: int, at_least: int = 1) -> np.ndarray:

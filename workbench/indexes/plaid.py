@@ -39,6 +39,16 @@ __all__ = ["PLAID"]
 RETRAIN_GROWTH = 4
 MAX_SAMPLE = 1 << 20  # k-means sample cap (tokens): 400 MB of fp32 at dimension 96
 EXACT_FRACTION = 4  # exact MaxSim on the best n_full_scores // EXACT_FRACTION, as fast-plaid does
+SCORE_BLOCK = 1 << 23  # query-token x centroid scores held at once (32 MB of fp32), whatever the batch size
+
+
+def query_blocks(offsets: np.ndarray, n_centroids: int):
+    """``(first, last)`` query ranges whose tokens' centroid scores fit in :data:`SCORE_BLOCK`."""
+    first, limit = 0, max(1, SCORE_BLOCK // n_centroids)
+    while first < len(offsets) - 1:
+        last = max(first + 1, int(np.searchsorted(offsets, offsets[first] + limit, side="right")) - 1)
+        yield first, last
+        first = last
 
 
 class PLAID(Index):
@@ -136,22 +146,27 @@ class PLAID(Index):
             return top_k(colbert_scores(queries, snapshot.documents(positions), device=device).numpy(), k, positions)
         codec, postings = codec_of(snapshot), self._postings(snapshot)
         query_tokens = np.asarray(queries.tokens, dtype=np.float32)
-        centroid_scores = query_tokens @ codec.centroids.T
         n_probe = min(settings["n_ivf_probe"], len(codec.centroids))
-        probes = np.argpartition(-centroid_scores, n_probe - 1, axis=1)[:, :n_probe]
-        probe_scores = np.take_along_axis(centroid_scores, probes, axis=1)
-        scores_by_centroid = np.ascontiguousarray(centroid_scores.T)  # gathering rows beats gathering columns
         codes, lengths = snapshot.side["codes"], np.diff(snapshot.offsets)
         results = []
-        for index in range(len(queries)):
-            rows = slice(queries.offsets[index], queries.offsets[index + 1])
-            candidates = postings.candidates(probes[rows], probe_scores[rows], subset, n_full_scores, at_least=k)
-            token_codes = np.asarray(codes[token_rows_of(snapshot.offsets, candidates)], dtype=np.int64)
-            starts = np.zeros(len(candidates), dtype=np.int64)
-            np.cumsum(lengths[candidates][:-1], out=starts[1:])
-            interaction = np.maximum.reduceat(scores_by_centroid[token_codes, rows], starts, axis=0).sum(axis=1)
-            [(best, _)] = top_k(interaction[None, :], n_exact)
-            chosen = candidates[np.sort(best)]
-            exact = colbert_scores([query_tokens[rows]], snapshot.documents(chosen), device=device).numpy()
-            results.extend(top_k(exact, k, chosen))
+        for first, last in query_blocks(queries.offsets, len(codec.centroids)):
+            block_start = queries.offsets[first]
+            centroid_scores = query_tokens[block_start : queries.offsets[last]] @ codec.centroids.T
+            for index in range(first, last):
+                rows = slice(queries.offsets[index] - block_start, queries.offsets[index + 1] - block_start)
+                scores = centroid_scores[rows]
+                probes = np.argpartition(-scores, n_probe - 1, axis=1)[:, :n_probe]
+                candidates = postings.candidates(probes, np.take_along_axis(scores, probes, axis=1), subset,
+                                                 n_full_scores, at_least=k)
+                token_codes = np.asarray(codes[token_rows_of(snapshot.offsets, candidates)], dtype=np.int64)
+                starts = np.zeros(len(candidates), dtype=np.int64)
+                np.cumsum(lengths[candidates][:-1], out=starts[1:])
+                # [query tokens, candidate tokens]: each row's segments are contiguous, so the per-document
+                # maximum runs along memory (about 4x faster than reducing the transposed layout).
+                interaction = np.maximum.reduceat(np.take(scores, token_codes, axis=1), starts, axis=1).sum(axis=0)
+                [(best, _)] = top_k(interaction[None, :], n_exact)
+                chosen = candidates[np.sort(best)]
+                query = query_tokens[queries.offsets[index] : queries.offsets[index + 1]]
+                exact = colbert_scores([query], snapshot.documents(chosen), device=device).numpy()
+                results.extend(top_k(exact, k, chosen))
         return results
