@@ -667,9 +667,9 @@ def test_a_batch_searched_in_blocks_of_centroid_scores_finds_the_same(small, tmp
     index = indexes.PLAID(index_folder=tmp_path, index_name="plaid")
     index.add_documents(ids, documents)
     whole = retrieve.ColBERT(index).retrieve(queries, k=5, n_full_scores=16)
+    blocks, chunks = [], plaid.text_chunks
+    monkeypatch.setattr(plaid, "text_chunks", lambda offsets, size: blocks.append(chunks(offsets, size)) or blocks[-1])
     n_centroids = len(codec_of(index.snapshot()).centroids)
-    blocks = list(plaid.query_blocks(pack(queries).offsets, n_centroids))
     monkeypatch.setattr(plaid, "SCORE_BLOCK", 16 * n_centroids)  # two queries of 8 tokens a block
-    split = list(plaid.query_blocks(pack(queries).offsets, n_centroids))
-    assert len(blocks) == 1 and len(split) == 6 and [q for block in split for q in range(*block)] == list(range(12))
     assert retrieve.ColBERT(index).retrieve(queries, k=5, n_full_scores=16) == whole
+    assert blocks == [[(0, 2), (2, 4), (4, 6), (6, 8), (8, 10), (10, 12)]]

@@ -178,7 +178,7 @@ def colbert_scores(
     tokens, offsets = packed_documents.tokens, packed_documents.offsets
     scores = np.empty((len(packed_queries), len(packed_documents)), dtype=np.float32)
     chunk_tokens = max(MIN_CHUNK_TOKENS, CHUNK_ELEMENTS // len(query_tokens))
-    for first, last in _document_chunks(offsets, chunk_tokens):
+    for first, last in text_chunks(offsets, chunk_tokens):
         start = offsets[first]
         block = tokens[start : offsets[last]]
         if block.dtype == np.float32:
@@ -199,7 +199,7 @@ def _colbert_scores_on(device: torch.device, queries: PackedEmbeddings, document
     query_of_token = torch.from_numpy(np.repeat(np.arange(len(queries)), np.diff(queries.offsets))).to(device)
     offsets = documents.offsets
     scores = torch.empty(len(queries), len(documents), device=device)
-    for first, last in _document_chunks(offsets, chunk_tokens):
+    for first, last in text_chunks(offsets, chunk_tokens):
         block = torch.from_numpy(_as_float32(documents.tokens[offsets[first] : offsets[last]])).to(device)
         document_of_token = torch.from_numpy(np.repeat(np.arange(last - first), np.diff(offsets[first : last + 1])))
         similarities = query_tokens @ block.T
@@ -279,8 +279,8 @@ def colbert_scores_pairwise(
     return torch.from_numpy(scores)
 
 
-def _document_chunks(offsets: np.ndarray, chunk_tokens: int) -> list[tuple[int, int]]:
-    """Document ranges ``[first, last)`` of about ``chunk_tokens`` tokens; a longer document stands alone."""
+def text_chunks(offsets: np.ndarray, chunk_tokens: int) -> list[tuple[int, int]]:
+    """Text ranges ``[first, last)`` of about ``chunk_tokens`` tokens; a longer text stands alone."""
     targets = np.arange(chunk_tokens, offsets[-1], chunk_tokens)
     cuts = np.unique(np.searchsorted(offsets, targets, side="left"))
     bounds = np.concatenate([[0], cuts[(cuts > 0) & (cuts < len(offsets) - 1)], [len(offsets) - 1]])

@@ -32,7 +32,7 @@ from workbench.indexes.base import Index, check_positive
 from workbench.indexes.centroids import Postings, default_centroid_count, sample_rows, stored_then_new
 from workbench.indexes.codecs import ResidualCodec, check_layout, codec_of
 from workbench.indexes.store import Additions, Snapshot
-from workbench.scores import PackedEmbeddings, colbert_scores, token_rows_of, top_k
+from workbench.scores import PackedEmbeddings, colbert_scores, text_chunks, token_rows_of, top_k
 
 __all__ = ["PLAID"]
 
@@ -40,15 +40,6 @@ RETRAIN_GROWTH = 4
 MAX_SAMPLE = 1 << 20  # k-means sample cap (tokens): 400 MB of fp32 at dimension 96
 EXACT_FRACTION = 4  # exact MaxSim on the best n_full_scores // EXACT_FRACTION, as fast-plaid does
 SCORE_BLOCK = 1 << 23  # query-token x centroid scores held at once (32 MB of fp32), whatever the batch size
-
-
-def query_blocks(offsets: np.ndarray, n_centroids: int):
-    """``(first, last)`` query ranges whose tokens' centroid scores fit in :data:`SCORE_BLOCK`."""
-    first, limit = 0, max(1, SCORE_BLOCK // n_centroids)
-    while first < len(offsets) - 1:
-        last = max(first + 1, int(np.searchsorted(offsets, offsets[first] + limit, side="right")) - 1)
-        yield first, last
-        first = last
 
 
 class PLAID(Index):
@@ -149,7 +140,7 @@ class PLAID(Index):
         n_probe = min(settings["n_ivf_probe"], len(codec.centroids))
         codes, lengths = snapshot.side["codes"], np.diff(snapshot.offsets)
         results = []
-        for first, last in query_blocks(queries.offsets, len(codec.centroids)):
+        for first, last in text_chunks(queries.offsets, max(1, SCORE_BLOCK // len(codec.centroids))):
             block_start = queries.offsets[first]
             centroid_scores = query_tokens[block_start : queries.offsets[last]] @ codec.centroids.T
             for index in range(first, last):
