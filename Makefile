@@ -29,7 +29,7 @@ KERNEL_VARIANT = $(shell $(PY) -m workbench.nbcheck)
 # The notebooks' run folders under test go here, not into runs/.
 TEST_RUNS := $(CURDIR)/.cache/test-runs
 
-.PHONY: run test test-default test-kernels test-full lab bench pylate-env notebooks constraints clean
+.PHONY: run test lint test-default test-kernels lab bench pylate-env notebooks constraints clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,27 +57,28 @@ pylate-env: $(PYLATE_INSTALLED)
 run: $(INSTALLED)
 	$(PY) -m workbench.pipeline --profile quick
 
-# Every test: the unit tests and the notebooks on this machine's kernels, then the notebooks again
-# under KERNEL_VARIANT (test-kernels).
-test: test-default test-kernels
+# Every test: the lint, the unit tests and the notebooks on this machine's kernels, then the notebooks
+# again under KERNEL_VARIANT (test-kernels).
+test: lint test-default test-kernels
+
+# ruff's linter, and its formatter in check mode (pyproject.toml [tool.ruff]); `ruff format` fixes what it reports.
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check workbench tests benchmarks
+	$(VENV)/bin/ruff format --check workbench tests benchmarks
 
 test-default: $(INSTALLED) $(PYLATE_INSTALLED)
 	rm -rf $(TEST_RUNS)
 	WORKBENCH_RUNS=$(TEST_RUNS) WORKBENCH_PYLATE_PYTHON=$(if $(wildcard $(PYLATE_INSTALLED)),$(PYLATE_VENV)/bin/python,) \
-	  $(PY) -m pytest -m "not slow" tests notebooks $(NBCHECK)
+	  $(PY) -m pytest tests notebooks $(NBCHECK)
 
 test-kernels: $(INSTALLED)
 	rm -rf $(TEST_RUNS)-kernels
 	WORKBENCH_RUNS=$(TEST_RUNS)-kernels $(KERNEL_VARIANT) $(PY) -m pytest notebooks $(NBCHECK)
 
-test-full: $(INSTALLED) $(PYLATE_INSTALLED)
-	rm -rf $(TEST_RUNS)
-	WORKBENCH_RUNS=$(TEST_RUNS) WORKBENCH_PYLATE_PYTHON=$(if $(wildcard $(PYLATE_INSTALLED)),$(PYLATE_VENV)/bin/python,) \
-	  $(PY) -m pytest tests notebooks $(NBCHECK)
-
-# Re-execute the committed notebooks in place (their outputs are what the notebook check compares with).
+# Re-execute the committed notebooks in place (their outputs are what the notebook check compares with);
+# ONLY="04 05" refreshes just those, against runs/latest.
 notebooks: $(INSTALLED)
-	$(PY) -m workbench.pipeline --refresh-committed
+	$(PY) -m workbench.pipeline --refresh-committed $(if $(ONLY),--only $(ONLY),)
 
 bench: $(INSTALLED) $(PYLATE_INSTALLED)
 	WORKBENCH_PYLATE_PYTHON=$(if $(wildcard $(PYLATE_INSTALLED)),$(PYLATE_VENV)/bin/python,) \

@@ -44,7 +44,9 @@ def cached_embeddings(collection_name: str, model=None):
     queries = pack(model.encode([collection.queries[i] for i in query_ids], is_query=True, batch_size=32))
     started = time.perf_counter()
     documents = pack(
-        model.encode([collection.corpus[i] for i in document_ids], is_query=False, batch_size=32, show_progress_bar=True)
+        model.encode(
+            [collection.corpus[i] for i in document_ids], is_query=False, batch_size=32, show_progress_bar=True
+        )
     )
     seconds = time.perf_counter() - started
     CACHE.mkdir(parents=True, exist_ok=True)

@@ -13,9 +13,10 @@ from __future__ import annotations
 import pandas as pd
 from sentence_transformers import SentenceTransformer
 
-from common import CACHE, COLLECTIONS, cached_embeddings, emit, require_shared
 from workbench import baselines, metrics, retrieve
 from workbench.models import default_model_path
+
+from common import CACHE, COLLECTIONS, cached_embeddings, emit, require_shared
 
 METRICS = ["ndcg@10", "mrr@10", "map@100", "recall@100"]
 
@@ -42,8 +43,10 @@ def main() -> None:
         table = metrics.compare(collection.qrels, runs, metrics=METRICS)
         print(f"\n### {name} ({len(judged)} judged queries)\n")
         print(table.to_markdown(floatfmt=".4f"))
-        report[name] = {run: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
-                        for run, row in table.to_dict(orient="index").items()}
+        report[name] = {
+            run: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+            for run, row in table.to_dict(orient="index").items()
+        }
     emit(report)
 
 

@@ -25,8 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from common import CACHE, cached_embeddings, emit, machine, require_shared
 from workbench import indexes, metrics, retrieve
+from workbench.measure import folder_bytes
+
+from common import CACHE, cached_embeddings, emit, machine, require_shared
 
 SWEEP = retrieve.SWEEP[1:]
 NDCG = [("ndcg@10", "ndcg@10")]
@@ -34,7 +36,9 @@ NDCG = [("ndcg@10", "ndcg@10")]
 
 def quality(results, exact_top, query_ids, qrels):
     overlap = float(np.mean([len({h["id"] for h in hits} & truth) / 10 for hits, truth in zip(results, exact_top)]))
-    ndcg = float(metrics.evaluate(qrels, metrics.run_from_results(query_ids, results), metrics=NDCG, prefix="").iloc[0, 0])
+    ndcg = float(
+        metrics.evaluate(qrels, metrics.run_from_results(query_ids, results), metrics=NDCG, prefix="").iloc[0, 0]
+    )
     return round(overlap, 4), round(ndcg, 4)
 
 
@@ -54,7 +58,7 @@ def main() -> None:
         index = indexes.Voyager(index_folder=workdir, index_name="workbench", override=True)
         index.add_documents(documents_ids=document_ids, documents_embeddings=documents)
         build_seconds = time.perf_counter() - started
-        bytes_on_disk = sum(p.stat().st_size for p in (workdir / "workbench").iterdir())
+        bytes_on_disk = folder_bytes(workdir / "workbench")
         retriever = retrieve.ColBERT(index=index)
         query_ms, results = retrieve.timed_retrieve(retriever, queries, k=10, repeats=5)
         overlap, ndcg = quality(results, exact_top, query_ids, collection.qrels)
@@ -62,27 +66,40 @@ def main() -> None:
         sweep = sweep.round({"ms_per_query": 2, "recall@10": 4}).to_dict(orient="records")
         report = {
             "benchmark": "Voyager index on msmarco-dl19-5k",
-            "documents": len(documents), "document_tokens": int(packed_documents.offsets[-1]),
+            "documents": len(documents),
+            "document_tokens": int(packed_documents.offsets[-1]),
             "centroids": int(len(index._centroids)),
-            "workbench": {"build_seconds": round(build_seconds, 2), "bytes_on_disk": bytes_on_disk,
-                          "ms_per_query_k10": round(query_ms, 2), "overlap@10_vs_exact": overlap, "ndcg@10": ndcg,
-                          "defaults": {"k_token": index.k_token, "n_full_scores": index.n_full_scores}},
+            "workbench": {
+                "build_seconds": round(build_seconds, 2),
+                "bytes_on_disk": bytes_on_disk,
+                "ms_per_query_k10": round(query_ms, 2),
+                "overlap@10_vs_exact": overlap,
+                "ndcg@10": ndcg,
+                "defaults": {"k_token": index.k_token, "n_full_scores": index.n_full_scores},
+            },
             "exact_ndcg@10": round(exact_ndcg, 4),
             "sweep": sweep,
             "machine": machine(),
         }
         report["pylate"] = run_pylate(workdir, query_ids, exact_top, collection.qrels)
-        reference = report["pylate"] if "build_seconds" in report["pylate"] else {
-            "build_seconds": 179, "bytes_on_disk": 332e6, "ms_per_query": 116, "source": "DESIGN.md figures"}
+        reference = (
+            report["pylate"]
+            if "build_seconds" in report["pylate"]
+            else {"build_seconds": 179, "bytes_on_disk": 332e6, "ms_per_query": 116, "source": "DESIGN.md figures"}
+        )
         ratios = {
             "build_speedup": round(reference["build_seconds"] / build_seconds, 1),
             "bytes_fraction": round(bytes_on_disk / reference["bytes_on_disk"], 3),
             "query_speedup": round(reference["ms_per_query"] / query_ms, 1),
         }
         report["ratios_vs_pylate"] = ratios
-        report["meets_targets"] = (ratios["build_speedup"] >= 10 and ratios["bytes_fraction"] <= 1 / 3
-                                   and ratios["query_speedup"] >= 10 and overlap >= 0.99
-                                   and abs(ndcg - exact_ndcg) <= 0.002)
+        report["meets_targets"] = (
+            ratios["build_speedup"] >= 10
+            and ratios["bytes_fraction"] <= 1 / 3
+            and ratios["query_speedup"] >= 10
+            and overlap >= 0.99
+            and abs(ndcg - exact_ndcg) <= 0.002
+        )
         emit(report)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -91,16 +108,27 @@ def main() -> None:
 def run_pylate(workdir: Path, query_ids, exact_top, qrels) -> dict:
     python = os.environ.get("WORKBENCH_PYLATE_PYTHON")
     if not python or not Path(python).exists():
-        print("No PyLate environment (set WORKBENCH_PYLATE_PYTHON, e.g. via `make bench`): PyLate's part is skipped; "
-              "ratios use the DESIGN.md figures measured on this machine's kind.")
+        print(
+            "No PyLate environment (set WORKBENCH_PYLATE_PYTHON, e.g. via `make bench`): PyLate's part is skipped; "
+            "ratios use the DESIGN.md figures measured on this machine's kind."
+        )
         return {"skipped": "WORKBENCH_PYLATE_PYTHON not set"}
     script = Path(__file__).with_name("pylate_voyager.py")
-    output = subprocess.run([python, str(script), str(CACHE / "msmarco-dl19-5k.npz"), str(workdir / "pylate")],
-                            capture_output=True, text=True, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    output = subprocess.run(
+        [python, str(script), str(CACHE / "msmarco-dl19-5k.npz"), str(workdir / "pylate")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     measured = json.loads(output.stdout.strip().splitlines()[-1])
     overlap, ndcg = quality(measured.pop("results"), exact_top, query_ids, qrels)
-    return {**{k: round(v, 2) for k, v in measured.items()}, "overlap@10_vs_exact": overlap, "ndcg@10": ndcg,
-            "version": "pylate 1.6.0"}
+    return {
+        **{k: round(v, 2) for k, v in measured.items()},
+        "overlap@10_vs_exact": overlap,
+        "ndcg@10": ndcg,
+        "version": "pylate 1.6.0",
+    }
 
 
 if __name__ == "__main__":

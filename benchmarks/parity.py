@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import time
 
-import torch
+from workbench import metrics
+from workbench.scores import colbert_scores, top_k
 
 from common import COLLECTIONS, cached_embeddings, emit, machine, require_shared
-from workbench import metrics
-from workbench.scores import colbert_scores
 
 PYLATE_REFERENCE = {
     "msmarco-dl19-5k": {"ndcg@10": 0.8268, "mrr@10": 1.0000, "map@100": 0.8351, "recall@100": 0.8407},
@@ -31,12 +30,12 @@ def main() -> None:
     for name in COLLECTIONS:
         collection, query_ids, queries, document_ids, documents, encode_seconds = cached_embeddings(name)
         started = time.perf_counter()
-        scores = colbert_scores([queries[i] for i in range(len(queries))], documents)
-        top = torch.topk(scores, k=100, dim=1)
+        scores = colbert_scores([queries[i] for i in range(len(queries))], documents).numpy()
+        top = top_k(scores, 100)
         search_seconds = time.perf_counter() - started
         run = {
-            query_id: {document_ids[j]: float(s) for s, j in zip(values.tolist(), indices.tolist())}
-            for query_id, values, indices in zip(query_ids, top.values, top.indices)
+            query_id: {document_ids[j]: float(s) for j, s in zip(positions.tolist(), values.tolist())}
+            for query_id, (positions, values) in zip(query_ids, top)
         }
         row = metrics.evaluate(collection.qrels, run, metrics=METRICS, prefix="").iloc[0]
         ours = {metric: round(float(row[metric]), 4) for metric, _ in METRICS}

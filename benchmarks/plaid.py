@@ -12,8 +12,9 @@ from __future__ import annotations
 import tempfile
 import time
 
-from common import cached_embeddings, emit, machine, require_shared
 from workbench import indexes, metrics, retrieve
+
+from common import cached_embeddings, emit, machine, require_shared
 
 TARGETS = {4: 0.005, 2: 0.01}
 
@@ -42,8 +43,10 @@ def main() -> None:
                 ndcg = ndcg_at_10(collection, query_ids, retrieve.ColBERT(index).retrieve(queries, k=100))
                 sweep = retrieve.recall_latency(index, queries, reference, k=10)
                 rows[f"nbits={nbits}"] = {
-                    "build_seconds": round(build_seconds, 2), "bytes_per_token": round(index.nbytes / len(documents.tokens), 1),
-                    "ndcg@10": round(ndcg, 4), "ndcg@10 - exact": round(ndcg - exact_ndcg, 4),
+                    "build_seconds": round(build_seconds, 2),
+                    "bytes_per_token": round(index.nbytes / len(documents.tokens), 1),
+                    "ndcg@10": round(ndcg, 4),
+                    "ndcg@10 - exact": round(ndcg - exact_ndcg, 4),
                     "within target": abs(ndcg - exact_ndcg) <= target,
                     "sweep": sweep.round(3).to_dict(orient="records"),
                 }

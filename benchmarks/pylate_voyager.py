@@ -12,6 +12,9 @@ from pathlib import Path
 import numpy as np
 from pylate import indexes, retrieve
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # workbench.measure is standard library only
+from workbench.measure import best_ms, folder_bytes  # noqa: E402
+
 stored = np.load(sys.argv[1])
 folder = Path(sys.argv[2])
 offsets, q_offsets = stored["document_offsets"], stored["query_offsets"]
@@ -19,21 +22,25 @@ document_tokens, query_tokens = stored["document_tokens"], stored["query_tokens"
 documents = [document_tokens[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
 queries = [query_tokens[a:b] for a, b in zip(q_offsets[:-1], q_offsets[1:])]
 started = time.perf_counter()
-index = indexes.Voyager(index_folder=str(folder), index_name="pylate", override=True, embedding_size=documents[0].shape[1])
+index = indexes.Voyager(
+    index_folder=str(folder), index_name="pylate", override=True, embedding_size=documents[0].shape[1]
+)
 ids = [str(i) for i in stored["document_ids"]]
 index.add_documents(documents_ids=ids, documents_embeddings=documents)
 build_seconds = time.perf_counter() - started
 retriever = retrieve.ColBERT(index=index)
 retriever.retrieve(queries_embeddings=queries[:2], k=10)
-timings = []
-for _ in range(3):  # best of three, as benchmarks/index.py does for workbench (best of five)
-    started = time.perf_counter()
-    results = retriever.retrieve(queries_embeddings=queries, k=10)
-    timings.append((time.perf_counter() - started) * 1000 / len(queries))
-query_ms = min(timings)
-print(json.dumps({
-    "build_seconds": build_seconds,
-    "bytes_on_disk": sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()),
-    "ms_per_query": query_ms,
-    "results": [[{"id": hit["id"], "score": float(hit["score"])} for hit in hits] for hits in results],
-}))
+# best of three, as benchmarks/index.py does for workbench (best of five)
+query_ms, results = best_ms(
+    lambda: retriever.retrieve(queries_embeddings=queries, k=10), 3, per=len(queries), warm_up=False
+)
+print(
+    json.dumps(
+        {
+            "build_seconds": build_seconds,
+            "bytes_on_disk": folder_bytes(folder),
+            "ms_per_query": query_ms,
+            "results": [[{"id": hit["id"], "score": float(hit["score"])} for hit in hits] for hits in results],
+        }
+    )
+)

@@ -1,7 +1,8 @@
 """Index scale: build time, memory, bytes and search speed/quality as the corpus grows, on synthetic
 documents made of real token embeddings (answerai-colbert-small-v1 on msmarco-dl19-5k, cached).
 
-    .venv/bin/python benchmarks/scale.py    # --tokens 1e6 3e6 1e7 --generators mix noise --indexes plaid-4 plaid-2 voyager
+    .venv/bin/python benchmarks/scale.py
+    # the defaults: --tokens 1e6 3e6 1e7 --generators mix noise --indexes plaid-4 plaid-2 voyager
     .venv/bin/python benchmarks/scale.py --indexes voyager --tokens 2e5 --generators mix   # quick check
 
 The real passages hold only 357k tokens, so larger corpora are synthesised from them:
@@ -46,16 +47,23 @@ from common import CACHE, ROOT, cached_embeddings, emit, machine, require_shared
 COLLECTION = "msmarco-dl19-5k"
 OUT = ROOT / ".cache" / "scale"
 BATCH, SIGMA, SPAN = 5000, 0.03, (8, 40)
-KINDS = {"plaid-4": ("PLAID", {"nbits": 4}), "plaid-2": ("PLAID", {"nbits": 2}), "plaid-8": ("PLAID", {"nbits": 8}),
-         "voyager": ("Voyager", {})}
+KINDS = {
+    "plaid-4": ("PLAID", {"nbits": 4}),
+    "plaid-2": ("PLAID", {"nbits": 2}),
+    "plaid-8": ("PLAID", {"nbits": 8}),
+    "voyager": ("Voyager", {}),
+}
 DEFAULT_KINDS = ["plaid-4", "plaid-2", "voyager"]
-SWEEPS = {"PLAID": {"n_ivf_probe": (4, 8, 16), "n_full_scores": (256, 1024, 4096)},
-          "Voyager": {"k_token": (8, 16, 32), "n_full_scores": (256, 1024, 4096)}}
+SWEEPS = {
+    "PLAID": {"n_ivf_probe": (4, 8, 16), "n_full_scores": (256, 1024, 4096)},
+    "Voyager": {"k_token": (8, 16, 32), "n_full_scores": (256, 1024, 4096)},
+}
 PROJECT_TO = 600e6  # tokens: the corpus size the growth exponents are projected to
 GB = 2**30
 
 
 # -- synthetic documents -------------------------------------------------------------------------
+
 
 def rows_of(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """Source rows of the consecutive segments ``[start, start + size)``."""
@@ -101,8 +109,10 @@ def running_top10(queries, batches) -> list[tuple[np.ndarray, np.ndarray]]:
         scores = colbert_scores(queries, batch).numpy()
         new = first + np.arange(scores.shape[1])
         # The running top-10 comes first: it holds earlier positions, so ties still go to the earlier document.
-        best = [top_k(np.concatenate([kept, row])[None], 10, np.concatenate([positions, new]))[0]
-                for (positions, kept), row in zip(best, scores)]
+        best = [
+            top_k(np.concatenate([kept, row])[None], 10, np.concatenate([positions, new]))[0]
+            for (positions, kept), row in zip(best, scores)
+        ]
     return best
 
 
@@ -120,16 +130,22 @@ def ground_truth(generator: str, target: int, source, queries, seed: int) -> Pat
             counts["tokens"] += sum(map(len, arrays))
 
     best = running_top10(queries, batches())
-    truth = {"generator": generator, "target_tokens": target, "seed": seed, **counts,
-             "seconds": round(time.perf_counter() - started, 1),
-             "top10": [[f"d{p}" for p in positions] for positions, _ in best],
-             "scores": [[round(float(s), 5) for s in kept] for _, kept in best]}
+    truth = {
+        "generator": generator,
+        "target_tokens": target,
+        "seed": seed,
+        **counts,
+        "seconds": round(time.perf_counter() - started, 1),
+        "top10": [[f"d{p}" for p in positions] for positions, _ in best],
+        "scores": [[round(float(s), 5) for s in kept] for _, kept in best],
+    }
     OUT.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(truth))
     return path
 
 
 # -- workers (fresh processes: one configuration's memory each) -----------------------------------
+
 
 def memory() -> dict:
     """VmRSS and VmHWM (peak RSS) of this process in GB."""
@@ -145,6 +161,7 @@ def cached(*keys: str) -> list[np.ndarray]:
 
 def build(args) -> dict:
     from workbench import indexes
+    from workbench.measure import folder_bytes
     from workbench.scores import PackedEmbeddings
 
     source = PackedEmbeddings(*cached("document_tokens", "document_offsets"))
@@ -159,11 +176,16 @@ def build(args) -> dict:
         n_tokens += sum(map(len, arrays))
     peak = memory()["VmHWM"]
     getattr(index, "close", lambda: None)()  # release the writer lock for the search worker
-    size = sum(p.stat().st_size for p in Path(args.folder).rglob("*") if p.is_file())
-    return {"build_seconds": round(seconds, 2), "build_wall_seconds": round(time.perf_counter() - started, 2),
-            "build_peak_rss_gb": peak, "build_baseline_rss_gb": baseline,
-            "build_rss_above_baseline_gb": round(peak - baseline, 3), "bytes_on_disk": size,
-            "bytes_per_token": round(size / n_tokens, 2)}
+    size = folder_bytes(args.folder)
+    return {
+        "build_seconds": round(seconds, 2),
+        "build_wall_seconds": round(time.perf_counter() - started, 2),
+        "build_peak_rss_gb": peak,
+        "build_baseline_rss_gb": baseline,
+        "build_rss_above_baseline_gb": round(peak - baseline, 3),
+        "bytes_on_disk": size,
+        "bytes_per_token": round(size / n_tokens, 2),
+    }
 
 
 def ceiling(args) -> dict:
@@ -179,28 +201,33 @@ def ceiling(args) -> dict:
     started = time.perf_counter()
     snapshot = getattr(indexes, KINDS[args.index][0])(index_folder=args.folder, index_name="index").snapshot()
     step = 5000
-    best = running_top10(queries, ((first, snapshot.documents(np.arange(first, min(first + step, len(snapshot.ids)))))
-                                   for first in range(0, len(snapshot.ids), step)))
+    best = running_top10(
+        queries,
+        (
+            (first, snapshot.documents(np.arange(first, min(first + step, len(snapshot.ids)))))
+            for first in range(0, len(snapshot.ids), step)
+        ),
+    )
     top10 = [[snapshot.ids[p] for p in positions] for positions, _ in best]
     Path(args.folder, "ceiling.json").write_text(json.dumps(top10))
-    return {"ceiling_overlap@10": round(float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top10, truth)])), 4),
-            "ceiling_seconds": round(time.perf_counter() - started, 1)}
+    return {
+        "ceiling_overlap@10": round(float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top10, truth)])), 4),
+        "ceiling_seconds": round(time.perf_counter() - started, 1),
+    }
 
 
 def timed(retriever, queries, truth, **settings) -> tuple[float, float, list]:
     """Best ms/query of 3 passes after a warm-up pass, overlap@10 with the exact top-10, and the results."""
-    retriever.retrieve(queries_embeddings=queries, k=10, **settings)
-    timings = []
-    for _ in range(3):
-        started = time.perf_counter()
-        results = retriever.retrieve(queries_embeddings=queries, k=10, **settings)
-        timings.append((time.perf_counter() - started) * 1000 / len(queries))
-    return round(min(timings), 2), overlap_with(results, truth), results
+    from workbench.measure import best_ms
+
+    ms, results = best_ms(lambda: retriever.retrieve(queries_embeddings=queries, k=10, **settings), 3, per=len(queries))
+    return round(ms, 2), overlap_with(results, truth), results
 
 
 def overlap_with(results, top10s) -> float:
-    return round(float(np.mean([len({hit["id"] for hit in hits} & set(top)) / 10
-                                for hits, top in zip(results, top10s)])), 4)
+    return round(
+        float(np.mean([len({hit["id"] for hit in hits} & set(top)) / 10 for hits, top in zip(results, top10s)])), 4
+    )
 
 
 def search(args) -> dict:
@@ -216,9 +243,15 @@ def search(args) -> dict:
     cold = time.perf_counter() - started
     ms, overlap, results = timed(retrieve.ColBERT(index), queries, truth)
     peak = memory()["VmHWM"]
-    report = {"search_peak_rss_gb": peak, "search_baseline_rss_gb": baseline,
-              "search_rss_above_baseline_gb": round(peak - baseline, 3),
-              "open_and_first_query_seconds": round(cold, 2), "ms_per_query": ms, "overlap@10": overlap, "sweep": []}
+    report = {
+        "search_peak_rss_gb": peak,
+        "search_baseline_rss_gb": baseline,
+        "search_rss_above_baseline_gb": round(peak - baseline, 3),
+        "open_and_first_query_seconds": round(cold, 2),
+        "ms_per_query": ms,
+        "overlap@10": overlap,
+        "sweep": [],
+    }
     decoded = Path(args.folder, "ceiling.json")
     ceiling = json.loads(decoded.read_text()) if decoded.exists() else None
     if ceiling:  # what the search stages lose, apart from the compression
@@ -231,11 +264,20 @@ def search(args) -> dict:
         setting = dict(zip(grid, values))
         at_open = {k: v for k, v in setting.items() if not anything and k not in parameters}
         try:
-            opened = getattr(indexes, name)(index_folder=args.folder, index_name="index", **at_open) if at_open else index
-            ms, overlap, results = timed(retrieve.ColBERT(opened), queries, truth,
-                                         **{k: v for k, v in setting.items() if k not in at_open})
-            report["sweep"].append({**setting, "ms_per_query": ms, "overlap@10": overlap,
-                                    **({"overlap@10_with_ceiling": overlap_with(results, ceiling)} if ceiling else {})})
+            opened = (
+                getattr(indexes, name)(index_folder=args.folder, index_name="index", **at_open) if at_open else index
+            )
+            ms, overlap, results = timed(
+                retrieve.ColBERT(opened), queries, truth, **{k: v for k, v in setting.items() if k not in at_open}
+            )
+            report["sweep"].append(
+                {
+                    **setting,
+                    "ms_per_query": ms,
+                    "overlap@10": overlap,
+                    **({"overlap@10_with_ceiling": overlap_with(results, ceiling)} if ceiling else {}),
+                }
+            )
         except Exception as error:  # an index API in flux should cost one row, not the run
             report["sweep"].append({**setting, "error": repr(error)})
     report["sweep_peak_rss_gb"] = memory()["VmHWM"]
@@ -252,30 +294,49 @@ def run_worker(*arguments: str) -> dict:
 
 # -- the run --------------------------------------------------------------------------------------
 
+
 def cpu() -> dict:
     text = Path("/proc/cpuinfo").read_text()
     model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
     flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
-    return {"cpu": model, "avx2": "avx2" in flags, "avx512f": "avx512f" in flags,
-            "amx": sorted(f for f in flags if f.startswith("amx"))}
+    return {
+        "cpu": model,
+        "avx2": "avx2" in flags,
+        "avx512f": "avx512f" in flags,
+        "amx": sorted(f for f in flags if f.startswith("amx")),
+    }
 
 
 def markdown(headers: list[str], rows: list[list]) -> None:
-    print("| " + " | ".join(headers) + " |\n|" + "---|" * len(headers))
-    for row in rows:
-        print("| " + " | ".join(str(cell) for cell in row) + " |")
+    from workbench.utils import markdown_table
+
+    print(markdown_table(headers, rows))
 
 
-COLUMNS = {"generator": "generator", "index": "index", "documents": "documents", "tokens": "tokens",
-           "build s": "build_seconds", "build peak RSS GB": "build_peak_rss_gb",
-           "search peak RSS GB": "search_peak_rss_gb", "bytes/token": "bytes_per_token",
-           "ms/query": "ms_per_query", "overlap@10": "overlap@10", "codec ceiling": "ceiling_overlap@10",
-           "overlap with ceiling": "overlap@10_with_ceiling"}
+COLUMNS = {
+    "generator": "generator",
+    "index": "index",
+    "documents": "documents",
+    "tokens": "tokens",
+    "build s": "build_seconds",
+    "build peak RSS GB": "build_peak_rss_gb",
+    "search peak RSS GB": "search_peak_rss_gb",
+    "bytes/token": "bytes_per_token",
+    "ms/query": "ms_per_query",
+    "overlap@10": "overlap@10",
+    "codec ceiling": "ceiling_overlap@10",
+    "overlap with ceiling": "overlap@10_with_ceiling",
+}
 # The baseline (interpreter, torch, source passages) dominates small sizes and flattens a slope fitted on
 # peak RSS, so the memory above it gets its own exponent: that is the part that grows with the corpus.
-GROWTH = {"build s": "build_seconds", "build RSS": "build_peak_rss_gb", "search RSS": "search_peak_rss_gb",
-          "ms/query": "ms_per_query", "build RSS - baseline": "build_rss_above_baseline_gb",
-          "search RSS - baseline": "search_rss_above_baseline_gb"}
+GROWTH = {
+    "build s": "build_seconds",
+    "build RSS": "build_peak_rss_gb",
+    "search RSS": "search_peak_rss_gb",
+    "ms/query": "ms_per_query",
+    "build RSS - baseline": "build_rss_above_baseline_gb",
+    "search RSS - baseline": "search_rss_above_baseline_gb",
+}
 
 
 def summarise(results: list[dict]) -> list[dict]:
@@ -286,11 +347,21 @@ def summarise(results: list[dict]) -> list[dict]:
     if sweeps:
         print("\nSearch settings (recall against latency):\n")
         measured = ("ms_per_query", "overlap@10", "overlap@10_with_ceiling", "error")
-        markdown(["generator", "index", "tokens", "setting", "ms/query", "overlap@10", "overlap with ceiling"],
-                 [[r["generator"], r["index"], r["tokens"],
-                   " ".join(f"{k}={v}" for k, v in s.items() if k not in measured),
-                   s.get("ms_per_query", s.get("error")), s.get("overlap@10", "-"),
-                   s.get("overlap@10_with_ceiling", "-")] for r, s in sweeps])
+        markdown(
+            ["generator", "index", "tokens", "setting", "ms/query", "overlap@10", "overlap with ceiling"],
+            [
+                [
+                    r["generator"],
+                    r["index"],
+                    r["tokens"],
+                    " ".join(f"{k}={v}" for k, v in s.items() if k not in measured),
+                    s.get("ms_per_query", s.get("error")),
+                    s.get("overlap@10", "-"),
+                    s.get("overlap@10_with_ceiling", "-"),
+                ]
+                for r, s in sweeps
+            ],
+        )
     groups = {}
     for r in results:
         if all(key in r for key in GROWTH.values()):
@@ -301,15 +372,34 @@ def summarise(results: list[dict]) -> list[dict]:
             continue
         x, largest = np.log([r["tokens"] for r in group]), max(group, key=lambda r: r["tokens"])
         slopes = {name: float(np.polyfit(x, np.log([r[key] for r in group]), 1)[0]) for name, key in GROWTH.items()}
-        projected = {name: largest[key] * (PROJECT_TO / largest["tokens"]) ** slopes[name]  # from the largest size
-                     for name, key in GROWTH.items()}
-        growth.append({"generator": generator, "index": kind, "sizes": len(group), "exponents": slopes,
-                       "projected_tokens": PROJECT_TO, "projected": projected})
+        projected = {
+            name: largest[key] * (PROJECT_TO / largest["tokens"]) ** slopes[name]  # from the largest size
+            for name, key in GROWTH.items()
+        }
+        growth.append(
+            {
+                "generator": generator,
+                "index": kind,
+                "sizes": len(group),
+                "exponents": slopes,
+                "projected_tokens": PROJECT_TO,
+                "projected": projected,
+            }
+        )
     if growth:
         print(f"\nGrowth exponents, slope of log(cost) against log(tokens) (→ projected at {PROJECT_TO:.0e} tokens):\n")
-        markdown(["generator", "index", "sizes", *GROWTH],
-                 [[g["generator"], g["index"], g["sizes"],
-                   *(f"{g['exponents'][n]:.2f} (→ {g['projected'][n]:.3g})" for n in GROWTH)] for g in growth])
+        markdown(
+            ["generator", "index", "sizes", *GROWTH],
+            [
+                [
+                    g["generator"],
+                    g["index"],
+                    g["sizes"],
+                    *(f"{g['exponents'][n]:.2f} (→ {g['projected'][n]:.3g})" for n in GROWTH),
+                ]
+                for g in growth
+            ],
+        )
     return growth
 
 
@@ -343,14 +433,33 @@ def main() -> None:
         truth_path = ground_truth(generator, target, source, queries, args.seed)
         truth = json.loads(truth_path.read_text())
         for kind in args.indexes:
-            result = {"generator": generator, "index": kind, "documents": truth["documents"], "tokens": truth["tokens"],
-                      "ground_truth_seconds": truth["seconds"]}
+            result = {
+                "generator": generator,
+                "index": kind,
+                "documents": truth["documents"],
+                "tokens": truth["tokens"],
+                "ground_truth_seconds": truth["seconds"],
+            }
             if not hasattr(indexes, KINDS[kind][0]):
                 result["skipped"] = f"workbench.indexes has no {KINDS[kind][0]} yet"
             else:
                 folder = tempfile.mkdtemp(prefix="workbench-scale-")
-                shared = ["--generator", generator, "--index", kind, "--folder", folder, "--tokens", str(target),
-                          "--seed", str(args.seed), "--queries", str(args.queries), "--truth", str(truth_path)]
+                shared = [
+                    "--generator",
+                    generator,
+                    "--index",
+                    kind,
+                    "--folder",
+                    folder,
+                    "--tokens",
+                    str(target),
+                    "--seed",
+                    str(args.seed),
+                    "--queries",
+                    str(args.queries),
+                    "--truth",
+                    str(truth_path),
+                ]
                 try:
                     result.update(run_worker("--worker", "build", *shared))
                     if "error" not in result and KINDS[kind][0] == "PLAID":  # fp16 tokens have no codec loss to bound
@@ -365,10 +474,19 @@ def main() -> None:
     seconds = round(time.perf_counter() - started, 1)
     print(f"\n{len(results)} configurations in {seconds} s")
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "results.json").write_text(json.dumps(
-        {"benchmark": "index scale on synthetic documents of real token embeddings", "machine": info,
-         "arguments": {k: v for k, v in vars(args).items() if v is not None}, "seconds": seconds,
-         "results": results, "growth": growth}, indent=2))
+    (OUT / "results.json").write_text(
+        json.dumps(
+            {
+                "benchmark": "index scale on synthetic documents of real token embeddings",
+                "machine": info,
+                "arguments": {k: v for k, v in vars(args).items() if v is not None},
+                "seconds": seconds,
+                "results": results,
+                "growth": growth,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

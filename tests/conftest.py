@@ -1,28 +1,18 @@
+"""Fixtures only; the helpers tests share are in helpers.py."""
+
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("WORKBENCH_SHARED", ROOT.parent / "shared"))
-ANSWERAI = SHARED / "models" / "answerai-colbert-small-v1"
-SHARED_DATA = SHARED / "data"
-
-
-def missing(reason: str) -> None:
-    """Skip on a user's machine; fail in CI, where every asset must be present and every test run."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI runs every test: a missing asset is a failure there)")
-    pytest.skip(reason)
-
-
-def _require(path: Path) -> Path:
-    if not path.exists():
-        missing(f"{path} is not on this machine (the real offline assets live in ../shared; set WORKBENCH_SHARED if yours are elsewhere).")
-    return path
+# test_evaluation.py still imports this from conftest; drop the re-export once it imports helpers.
+from helpers import (
+    ANSWERAI,
+    SHARED_DATA,
+    reference_maxsim,  # noqa: F401
+    require,
+)
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +35,7 @@ def minilm_colbert(minilm_path):
 
 @pytest.fixture(scope="session")
 def answerai_path() -> str:
-    return str(_require(ANSWERAI))
+    return str(require(ANSWERAI))
 
 
 @pytest.fixture(scope="session")
@@ -57,18 +47,4 @@ def answerai(answerai_path):
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    return _require(SHARED_DATA)
-
-
-def reference_maxsim(query: np.ndarray, document: np.ndarray) -> float:
-    """sum over query tokens of the best dot product with any document token, in float64."""
-    total = 0.0
-    for q in query.astype(np.float64):
-        total += max(float(np.dot(q, d)) for d in document.astype(np.float64))
-    return total
-
-
-def unit(rng: np.random.Generator, n: int, dim: int = 32) -> np.ndarray:
-    """``n`` random unit vectors of dimension ``dim`` (float32): stand-ins for token embeddings."""
-    vectors = rng.standard_normal((n, dim)).astype(np.float32)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return require(SHARED_DATA)

@@ -73,6 +73,7 @@ def arm_crash(crash_at: int) -> None:
                 original(self, manifest, name, content[: len(content) // 2])
                 os.kill(os.getpid(), signal.SIGKILL)
             return original(self, manifest, name, content)
+
         return write
 
     def commit(self, manifest):

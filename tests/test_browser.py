@@ -42,19 +42,28 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT
+
 NOTEBOOK = ROOT / "notebooks" / "08_widget_search_demo.ipynb"
 # The copy JupyterLab opens: inside root_dir (the server only serves files under it) and git-ignored.
 NOTEBOOK_COPY = ROOT / ".cache" / "browser-test" / NOTEBOOK.name
 ARTIFACTS = ROOT / ".cache" / "artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 PLACEHOLDER = "Type a query, then press Enter"  # workbench.widgets.SearchDemo's query box
 MARGIN = 1.0  # the expected top document beats the second by more than this MaxSim
 
 
 # -- set-up: a browser and Playwright ------------------------------------------------------------------
+
 
 def _last_line(text: str | None) -> str:
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
@@ -82,8 +91,10 @@ def _install_chromium() -> str | None:
     if code != 0:
         update_code, update_last = _attempt(["apt-get", "update"], 300, env)
         if update_code != 0:
-            return (f"`{' '.join(install)}` failed (exit {code}): {last}; "
-                    f"then `apt-get update` failed (exit {update_code}): {update_last}")
+            return (
+                f"`{' '.join(install)}` failed (exit {code}): {last}; "
+                f"then `apt-get update` failed (exit {update_code}): {update_last}"
+            )
         code, last = _attempt(install, 600, env)
     if code != 0:
         return f"`{' '.join(install)}` failed (exit {code}): {last}"
@@ -116,21 +127,23 @@ def browser_tools() -> Path:
     """Chromium and Playwright, installed when missing; the test skips, saying why, when they cannot be."""
     problems = [problem for problem in (_install_chromium(), _install_playwright()) if problem]
     if problems:
-        pytest.skip("The browser test needs Chromium at /usr/bin/chromium and the playwright package: "
-                    + "; ".join(problems))
+        pytest.skip(
+            "The browser test needs Chromium at /usr/bin/chromium and the playwright package: " + "; ".join(problems)
+        )
     return CHROMIUM
 
 
 # -- a run folder for notebook 08 --------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class SearchRun:
-    run: Path          # what $WORKBENCH_RUN names
-    runs_root: Path    # what $WORKBENCH_RUNS names (so the project's runs/latest stays as it is)
-    query: str         # a test query whose exact top document is unambiguous
+    run: Path  # what $WORKBENCH_RUN names
+    runs_root: Path  # what $WORKBENCH_RUNS names (so the project's runs/latest stays as it is)
+    query: str  # a test query whose exact top document is unambiguous
     expected_id: str
     expected_title: str
-    margin: float      # MaxSim of the top document minus the second's
+    margin: float  # MaxSim of the top document minus the second's
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +166,7 @@ def search_run(browser_tools, tmp_path_factory) -> SearchRun:
         run = runs.start_run(base / "run")
         _, test = training_sets.train_test("docstrings")
         data.save_beir(test, run / "data/eval" / test.name)
-        run.record("01_build_dataset", {}, {"test collection": test.name})
+        run.record("01_build_dataset", {}, outputs={"test_collection": test.name})
         model = models.load_model()  # the embedded untrained default model, offline, seeded
         model.save(str(run / "models/contrastive"))
         ids = list(test.corpus)
@@ -170,7 +183,7 @@ def search_run(browser_tools, tmp_path_factory) -> SearchRun:
         query_ids = sorted(test.judged_queries)
         batch = 16
         for start in range(0, len(query_ids), batch):
-            chosen = query_ids[start:start + batch]
+            chosen = query_ids[start : start + batch]
             encoded = model.encode([test.queries[q] for q in chosen], is_query=True)
             scores = colbert_scores(encoded, documents).numpy()
             for query_id, embedding, row in zip(chosen, encoded, scores):
@@ -181,14 +194,22 @@ def search_run(browser_tools, tmp_path_factory) -> SearchRun:
                 voyager_top = saved.retrieve([embedding], k=5)[0][0]["id"]
                 if voyager_top != ids[first]:
                     continue
-                return SearchRun(run=run.path, runs_root=base / "runs", query=test.queries[query_id],
-                                 expected_id=ids[first], expected_title=test.titles[ids[first]],
-                                 margin=float(row[first] - row[second]))
-    pytest.fail(f"No test query of {test.name} has an unambiguous exact top document that Voyager also "
-                f"ranks first (top-1 relevant, margin > {MARGIN}): the test needs one.")
+                return SearchRun(
+                    run=run.path,
+                    runs_root=base / "runs",
+                    query=test.queries[query_id],
+                    expected_id=ids[first],
+                    expected_title=test.titles[ids[first]],
+                    margin=float(row[first] - row[second]),
+                )
+    pytest.fail(
+        f"No test query of {test.name} has an unambiguous exact top document that Voyager also "
+        f"ranks first (top-1 relevant, margin > {MARGIN}): the test needs one."
+    )
 
 
 # -- JupyterLab ----------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Lab:
@@ -217,8 +238,10 @@ def _write_settings(config_dir: Path) -> None:
     """JupyterLab user settings for the test: no autosave, no news or update checks (no network)."""
     settings = {
         "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
-        "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false",
-                                                                           "checkForUpdates": False},
+        "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
+            "fetchNews": "false",
+            "checkForUpdates": False,
+        },
     }
     for name, values in settings.items():
         path = config_dir / "lab" / "user-settings" / name
@@ -272,9 +295,16 @@ def lab(search_run, tmp_path_factory):
         "IPYTHONDIR": str(home / "ipython"),
     }
     command = [
-        sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-        "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-        f"--ServerApp.root_dir={ROOT}", "--ServerApp.open_browser=False",
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={ROOT}",
+        "--ServerApp.open_browser=False",
         "--ContentsManager.allow_hidden=True",  # the notebook's copy is under .cache/
         "--LabApp.expose_app_in_browser=True",  # window.jupyterapp: the test reads the kernel's state
         "--LabApp.workspaces_dir=" + str(home / "workspaces"),
@@ -284,8 +314,9 @@ def lab(search_run, tmp_path_factory):
     log = home / "jupyterlab.log"
     lab = Lab(f"http://127.0.0.1:{port}", token, log)
     with open(log, "wb") as output:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -307,6 +338,7 @@ def lab(search_run, tmp_path_factory):
 
 # -- the test ------------------------------------------------------------------------------------------
 
+
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -314,8 +346,10 @@ def _digest(path: Path) -> str:
 def _git_clean(path: Path) -> bool:
     """``path`` is tracked and ``git diff --quiet`` holds for it (False when untracked or without git)."""
     with contextlib.suppress(OSError):
-        tracked = subprocess.run(["git", "ls-files", "--error-unmatch", str(path)], cwd=ROOT,
-                                 capture_output=True).returncode == 0
+        tracked = (
+            subprocess.run(["git", "ls-files", "--error-unmatch", str(path)], cwd=ROOT, capture_output=True).returncode
+            == 0
+        )
         return tracked and subprocess.run(["git", "diff", "--quiet", "--", str(path)], cwd=ROOT).returncode == 0
     return False
 
@@ -343,9 +377,11 @@ CELL_STATE = """() => ({
 def _run_all_and_wait(page, timeout: float) -> None:
     """Run all cells from the "Run" menu; wait until every code cell ran; fail on an error output."""
     page.locator("li.lm-MenuBar-item").filter(
-        has=page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$"))).click()
+        has=page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$"))
+    ).click()
     page.locator("li.lm-Menu-item").filter(
-        has=page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$"))).click()
+        has=page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$"))
+    ).click()
     deadline = time.monotonic() + timeout
     started = False
     while True:
@@ -377,8 +413,12 @@ def test_notebook_08_search_in_browser(browser_tools, search_run, lab, tmp_path_
     with sync_playwright() as playwright:
         # launch() refuses --user-data-dir in args: a persistent context takes the (fresh) profile folder.
         context = playwright.chromium.launch_persistent_context(
-            user_data_dir=str(tmp_path_factory.mktemp("chromium-profile")), executable_path=str(browser_tools),
-            headless=True, args=CHROMIUM_FLAGS, viewport={"width": 1280, "height": 1400})
+            user_data_dir=str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=str(browser_tools),
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1280, "height": 1400},
+        )
         page = context.pages[0] if context.pages else context.new_page()
         page.on("pageerror", lambda error: page_errors.append(str(error)))
         try:
@@ -409,8 +449,10 @@ def test_notebook_08_search_in_browser(browser_tools, search_run, lab, tmp_path_
             deadline = time.monotonic() + 60
             while results.inner_html() == results_before or (heatmap.get_attribute("src") or "") == heatmap_before:
                 if time.monotonic() > deadline:
-                    pytest.fail("The results or the heatmap did not change within 60 s of typing the query "
-                                f"{search_run.query!r} and pressing Enter.")
+                    pytest.fail(
+                        "The results or the heatmap did not change within 60 s of typing the query "
+                        f"{search_run.query!r} and pressing Enter."
+                    )
                 time.sleep(0.25)
             expect(first_title).to_have_text(search_run.expected_title, timeout=60_000)
             assert first_title.inner_text().strip() == search_run.expected_title
@@ -418,8 +460,9 @@ def test_notebook_08_search_in_browser(browser_tools, search_run, lab, tmp_path_
             source = heatmap.get_attribute("src") or ""
             assert source, "The heatmap <img> has no src."
             expect(heatmap).to_be_visible()
-            assert page.evaluate("image => image.complete && image.naturalWidth > 0", heatmap.element_handle()), \
+            assert page.evaluate("image => image.complete && image.naturalWidth > 0", heatmap.element_handle()), (
                 "The heatmap <img> did not decode to a picture."
+            )
 
             widget.scroll_into_view_if_needed()
             page.screenshot(path=str(screenshot))

@@ -2,22 +2,35 @@
 
 import json
 import shutil
+from importlib import resources
 
 import pandas as pd
 import pytest
 from datasets import Dataset
 
-from workbench import cards, losses, models, training
+from workbench import cards, losses, models, provenance, training, utils
 
-ROWS = [{"query": f"what does function {i} do", "positive": f"function {i} returns the number {i}",
-         "negative_1": f"class {i} holds a list of {i} items"} for i in range(8)]
+ROWS = [
+    {
+        "query": f"what does function {i} do",
+        "positive": f"function {i} returns the number {i}",
+        "negative_1": f"class {i} holds a list of {i} items",
+    }
+    for i in range(8)
+]
 
 
 @pytest.fixture(scope="module")
 def trained(minilm_path, tmp_path_factory):
     model = models.load_model(minilm_path, seed=0)
-    training.train(model, Dataset.from_list(ROWS), losses.Contrastive(model=model), steps=2, batch_size=4,
-                   output_dir=str(tmp_path_factory.mktemp("checkpoints")))
+    training.train(
+        model,
+        Dataset.from_list(ROWS),
+        losses.Contrastive(model=model),
+        steps=2,
+        batch_size=4,
+        output_dir=str(tmp_path_factory.mktemp("checkpoints")),
+    )
     folder = tmp_path_factory.mktemp("model") / "contrastive"
     model.save(str(folder))
     return model, folder
@@ -51,3 +64,20 @@ def test_a_model_built_from_a_base_has_no_record_and_a_corrupt_record_is_named(t
     (broken / cards.RECORD_FILE).write_text("{not json")
     with pytest.raises(ValueError, match=cards.RECORD_FILE):
         models.ColBERT(model_name_or_path=str(broken), device="cpu")
+
+
+def test_the_card_template_is_a_file_of_the_installed_package():
+    template = resources.files("workbench").joinpath("templates/model_card.md")
+    assert template.is_file() and template.read_text(encoding="utf-8") == cards.TEMPLATE
+    assert "{{ front_matter }}" in cards.TEMPLATE
+
+
+def test_markdown_table_writes_the_header_the_separator_and_escapes_a_pipe_once():
+    table = utils.markdown_table(["", "score"], [["a|b", 0.5], ["c\\|d", ""]], align="lr")
+    assert table.splitlines() == ["| | score |", "|:--|--:|", "| a\\|b | 0.5 |", "| c\\|d |  |"]
+    assert utils.markdown_table(["x"], []) == "| x |\n|:--|"
+
+
+def test_the_public_names_of_cards_stay_importable():
+    assert all(hasattr(cards, name) for name in cards.__all__)
+    assert cards.versions is provenance.versions and cards.versions()["workbench"]

@@ -109,7 +109,9 @@ def test_the_shared_collections_load_with_their_documented_counts(shared_data):
     dbpedia = data.load_beir(shared_data / "dbpedia-entity-5k")
     assert (len(msmarco.corpus), len(msmarco.queries), len(msmarco.judged_queries)) == (5000, 50, 43)
     assert (len(dbpedia.corpus), len(dbpedia.queries), len(dbpedia.judged_queries)) == (5000, 50, 40)
-    assert "<dbpedia:Oceanic_Airlines>" in {d for judged in dbpedia.qrels.values() for d in judged} | set(dbpedia.corpus)
+    assert "<dbpedia:Oceanic_Airlines>" in {d for judged in dbpedia.qrels.values() for d in judged} | set(
+        dbpedia.corpus
+    )
 
 
 def test_save_beir_round_trips(tmp_path):
@@ -117,12 +119,21 @@ def test_save_beir_round_trips(tmp_path):
     (folder / "corpus.jsonl").write_text(raw_jsonl(CORPUS), encoding="utf-8")
     original = data.load_beir(folder)
     copy = data.load_beir(data.save_beir(original, tmp_path / "copy"), name="toy")
-    assert (copy.corpus, copy.titles, copy.queries, copy.qrels) == (original.corpus, original.titles, original.queries, original.qrels)
+    assert (copy.corpus, copy.titles, copy.queries, copy.qrels) == (
+        original.corpus,
+        original.titles,
+        original.queries,
+        original.qrels,
+    )
 
 
 def test_statistics_count_what_the_metrics_will_see():
-    collection = Collection("c", {"a": "one two", "b": "three four five six"}, {"q": "x y z", "r": "w"},
-                            {"q": {"a": 1, "b": 2}, "r": {"a": 0}})
+    collection = Collection(
+        "c",
+        {"a": "one two", "b": "three four five six"},
+        {"q": "x y z", "r": "w"},
+        {"q": {"a": 1, "b": 2}, "r": {"a": 0}},
+    )
     row = data.statistics([collection]).loc["c"]
     assert (row["documents"], row["queries"], row["judged queries"]) == (2, 2, 1)
     assert row["relevant per query"] == 2 and row["words per query"] == 2 and row["words per document"] == 3
@@ -160,11 +171,14 @@ def test_only_a_header_word_makes_the_first_qrels_line_a_header(tmp_path):
     assert data.load_beir(folder).qrels == {"q1": {"d1": 1}}
 
 
-@pytest.mark.parametrize("row, message", [
-    ({"_id": None, "text": "x"}, r"corpus\.jsonl:2: '_id' must be a string or an integer, got None"),
-    ({"_id": "d2", "text": ["a", "b"]}, r"corpus\.jsonl:2: 'text' must be a string, got list"),
-    ({"_id": "d2", "title": 3, "text": "x"}, r"corpus\.jsonl:2: 'title' must be a string"),
-])
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({"_id": None, "text": "x"}, r"corpus\.jsonl:2: '_id' must be a string or an integer, got None"),
+        ({"_id": "d2", "text": ["a", "b"]}, r"corpus\.jsonl:2: 'text' must be a string, got list"),
+        ({"_id": "d2", "title": 3, "text": "x"}, r"corpus\.jsonl:2: 'title' must be a string"),
+    ],
+)
 def test_ids_and_texts_of_the_wrong_type_are_refused(tmp_path, row, message):
     folder = write_beir(tmp_path / "types", [CORPUS[0], row], QUERIES, "q1\td1\t1\n")
     with pytest.raises(DataFormatError, match=message):
@@ -192,3 +206,88 @@ def test_save_beir_refuses_ids_the_tsv_cannot_hold_before_writing(tmp_path, bad_
         with pytest.raises(ValueError, match="tab, newline or carriage return"):
             data.save_beir(collection, tmp_path / "out")
         assert not (tmp_path / "out").exists()
+
+
+def test_relevant_documents_ids_and_texts_in_corpus_order():
+    # Insertion order b, a, c: not sorted, so a sort anywhere would show.
+    collection = Collection(
+        "c",
+        {"b": "beta", "a": "alpha", "c": "gamma"},
+        {"q": "x", "zero": "y"},
+        {"q": {"a": 2, "b": 0, "c": 1}, "zero": {"a": 0}},
+    )
+    assert collection.relevant("q") == {"a": 2, "c": 1}, "grade 0 is judged non-relevant"
+    assert collection.relevant("zero") == {} and collection.relevant("unjudged") == {}
+    assert list(collection.judged_queries) == ["q"]
+    assert data.is_relevant(1) and not data.is_relevant(0)
+    assert collection.document_ids() == ["b", "a", "c"]
+    assert collection.texts() == ["beta", "alpha", "gamma"]
+    assert collection.texts(["c", "b"]) == ["gamma", "beta"]
+    assert dict(zip(collection.document_ids(), collection.texts())) == collection.corpus
+
+
+def write_nanobeir_jsonl(folder, corpus, queries, qrels):
+    for part, rows in {"corpus": corpus, "queries": queries, "qrels": qrels}.items():
+        (folder / part).mkdir(parents=True)
+        (folder / part / "train.jsonl").write_text(raw_jsonl(rows), encoding="utf-8")
+    return folder
+
+
+def test_load_reads_a_beir_folder_and_a_nanobeir_folder(tmp_path):
+    beir = write_beir(tmp_path / "beir", CORPUS, QUERIES, "q1\td1\t2\n", split="dev")
+    (beir / "qrels" / "test.tsv").write_text("q2\td3\t1\n", encoding="utf-8")
+    assert data.load(beir).qrels == {"q2": {"d3": 1}}
+    collection = data.load(beir, split="dev", name="renamed")
+    assert collection.qrels == {"q1": {"d1": 2}} and collection.name == "renamed"
+    assert collection.titles == {"d1": "Paris"}, "read by the BEIR reader: titles joined from corpus.jsonl"
+
+    nano = write_nanobeir_jsonl(
+        tmp_path / "NanoJsonl",
+        [{"_id": "d1", "text": "alpha"}, {"_id": "d2", "text": "beta"}],
+        [{"_id": "q1", "text": "first"}],
+        [{"query-id": "q1", "corpus-id": "d2"}],
+    )
+    collection = data.load(nano)
+    assert (collection.name, collection.corpus, collection.qrels) == (
+        "NanoJsonl",
+        {"d1": "alpha", "d2": "beta"},
+        {"q1": {"d2": 1}},
+    )
+    # Both layouts in one folder: BEIR comes first in READERS, so corpus.jsonl wins over corpus/.
+    (nano / "corpus.jsonl").write_text(raw_jsonl(CORPUS), encoding="utf-8")
+    (nano / "queries.jsonl").write_text(raw_jsonl(QUERIES), encoding="utf-8")
+    (nano / "qrels" / "test.tsv").write_text("q1\td1\t1\n", encoding="utf-8")
+    assert data.load(nano).qrels == {"q1": {"d1": 1}}
+
+
+def test_load_tries_readers_in_order_and_a_new_format_is_one_entry(tmp_path, monkeypatch):
+    toy = data.Format(
+        "toy",
+        lambda source: str(source).endswith(".toy"),
+        lambda source, split: Collection("toy", {"d": "text"}, {"q": "query"}, {"q": {"d": 1}}),
+    )
+    monkeypatch.setattr(data, "READERS", (toy, *data.READERS))
+    assert data.load(tmp_path / "any.toy").corpus == {"d": "text"}
+    assert data.load(tmp_path / "any.toy", name="named").name == "named"
+    with pytest.raises(DataFormatError, match=r"tried, in order: toy; BEIR folder"):
+        data.load(tmp_path / "other")
+
+
+def test_load_refuses_what_no_reader_recognises_naming_the_formats(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(
+        DataFormatError,
+        match=r"empty: not a collection format .*BEIR folder.*NanoBEIR folder.*"
+        r"NanoBEIR name or hub id \(one of .*scifact",
+    ):
+        data.load(tmp_path / "empty")
+    # A folder named like a NanoBEIR dataset is a folder: it must not fall through to the hub.
+    (tmp_path / "scifact").mkdir()
+    with pytest.raises(DataFormatError, match="tried, in order"):
+        data.load(tmp_path / "scifact")
+    with pytest.raises(DataFormatError, match=r"NanoUnknown \(no such file or folder\): not a collection format"):
+        data.load("NanoUnknown")
+    with pytest.raises(ValueError, match="tried, in order"):  # load_nanobeir raised ValueError there before
+        data.load_nanobeir("NanoUnknown")
+    # Detection alone reads nothing, so a hub name is recognised offline.
+    assert [reader.detects("NanoSciFact") for reader in data.READERS] == [False, False, True]

@@ -3,14 +3,13 @@
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
+from conftest import reference_maxsim
 from datasets import Dataset
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-
-from conftest import reference_maxsim
 from test_data import write_beir
+
 from workbench import baselines, cards, evaluation, losses, metrics, models, utils
 from workbench.data import Collection
 
@@ -21,7 +20,12 @@ CORPUS = {
     "d4": "berlin is the capital of germany",
     "d5": "the second world war ended in 1945",
 }
-QUERIES = {"q1": "capital of france", "q2": "how plants use light", "q3": "who painted the mona lisa", "q4": "no judgement"}
+QUERIES = {
+    "q1": "capital of france",
+    "q2": "how plants use light",
+    "q3": "who painted the mona lisa",
+    "q4": "no judgement",
+}
 QRELS = {"q1": {"d1": 1, "d4": 0}, "q2": {"d2": 2}, "q3": {"d3": 1}, "q4": {"d5": 0}}
 
 
@@ -44,7 +48,8 @@ def test_evaluate_collection_ranks_by_exact_maxsim(minilm_colbert, toy):
 
 def test_ir_evaluator_follows_the_sentence_transformers_contract(minilm_colbert, toy):
     evaluator = evaluation.PyLateInformationRetrievalEvaluator(
-        queries=QUERIES, corpus=CORPUS, relevant_docs={"q1": ["d1"], "q2": ["d2"]}, name="pairs")
+        queries=QUERIES, corpus=CORPUS, relevant_docs={"q1": ["d1"], "q2": ["d2"]}, name="pairs"
+    )
     results = evaluator(minilm_colbert)
     assert evaluator.primary_metric == "pairs_MaxSim_ndcg@10" and evaluator.primary_metric in results
     assert results["pairs_MaxSim_ndcg@10"] == pytest.approx(evaluator.table.loc["pairs", "MaxSim_ndcg@10"])
@@ -52,10 +57,18 @@ def test_ir_evaluator_follows_the_sentence_transformers_contract(minilm_colbert,
 
 
 def test_nanobeir_evaluator_on_local_folders_gives_per_dataset_rows_and_the_mean(minilm_colbert, tmp_path):
-    first = write_beir(tmp_path / "NanoOne", [{"_id": k, "text": v} for k, v in CORPUS.items()],
-                       [{"_id": k, "text": v} for k, v in QUERIES.items()], "q1\td1\t1\nq2\td2\t1\n")
-    second = write_beir(tmp_path / "NanoTwo", [{"_id": k, "text": v} for k, v in CORPUS.items()],
-                        [{"_id": k, "text": v} for k, v in QUERIES.items()], "q3\td3\t1\n")
+    first = write_beir(
+        tmp_path / "NanoOne",
+        [{"_id": k, "text": v} for k, v in CORPUS.items()],
+        [{"_id": k, "text": v} for k, v in QUERIES.items()],
+        "q1\td1\t1\nq2\td2\t1\n",
+    )
+    second = write_beir(
+        tmp_path / "NanoTwo",
+        [{"_id": k, "text": v} for k, v in CORPUS.items()],
+        [{"_id": k, "text": v} for k, v in QUERIES.items()],
+        "q3\td3\t1\n",
+    )
     evaluator = evaluation.NanoBEIREvaluator(dataset_names=[str(first), str(second)])
     results = evaluator(minilm_colbert)
     assert evaluator.table.index.tolist() == ["NanoOne", "NanoTwo", "NanoBEIR_mean"]
@@ -92,14 +105,32 @@ def test_compare_marks_significance_and_fusion_and_trec_round_trip(tmp_path):
 def test_card_of_a_trained_model_carries_the_evaluators_numbers(minilm_path, tmp_path, toy):
     torch.manual_seed(0)
     model = models.ColBERT(model_name_or_path=minilm_path, device="cpu")
-    rows = [{"query": QUERIES[q], "positive": CORPUS[next(iter(QRELS[q]))], "negative": CORPUS["d5"]} for q in ("q1", "q2", "q3")] * 4
+    rows = [
+        {"query": QUERIES[q], "positive": CORPUS[next(iter(QRELS[q]))], "negative": CORPUS["d5"]}
+        for q in ("q1", "q2", "q3")
+    ] * 4
     evaluator = evaluation.ColBERTInformationRetrievalEvaluator(toy)
-    args = SentenceTransformerTrainingArguments(output_dir=str(tmp_path / "run"), max_steps=2, per_device_train_batch_size=4,
-                                                report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True,
-                                                eval_strategy="steps", eval_steps=2, logging_steps=1)
-    SentenceTransformerTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), eval_dataset=Dataset.from_list(rows),
-                               loss=losses.Contrastive(model=model), evaluator=evaluator,
-                               data_collator=utils.ColBERTCollator(tokenize_fn=model.tokenize)).train()
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(tmp_path / "run"),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        eval_strategy="steps",
+        eval_steps=2,
+        logging_steps=1,
+    )
+    SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        eval_dataset=Dataset.from_list(rows),
+        loss=losses.Contrastive(model=model),
+        evaluator=evaluator,
+        data_collator=utils.ColBERTCollator(tokenize_fn=model.tokenize),
+    ).train()
     returned = evaluator(model)
     model.save_pretrained(str(tmp_path / "trained"))
     card = (tmp_path / "trained" / "README.md").read_text()
@@ -107,10 +138,20 @@ def test_card_of_a_trained_model_carries_the_evaluators_numbers(minilm_path, tmp
     (result,) = matter["model-index"][0]["results"]
     assert result["dataset"]["name"] == "toy"
     assert {m["type"]: m["value"] for m in result["metrics"]} == {
-        key.removeprefix("toy_"): value for key, value in returned.items()}
+        key.removeprefix("toy_"): value for key, value in returned.items()
+    }
     assert "generated_from_trainer" in matter["tags"] and matter["pipeline_tag"] == "sentence-similarity"
-    for section in ("## Model details", "### Architecture", "## Usage", "## Evaluation", "### Training dataset",
-                    "### Non-default hyperparameters", "### Training logs", "### Framework versions", "## Citation"):
+    for section in (
+        "## Model details",
+        "### Architecture",
+        "## Usage",
+        "## Evaluation",
+        "### Training dataset",
+        "### Non-default hyperparameters",
+        "### Training logs",
+        "### Framework versions",
+        "## Citation",
+    ):
         assert section in card, section
     assert f"| **MaxSim_ndcg@10** | **{returned['toy_MaxSim_ndcg@10']:.4f}** |" in card
 
@@ -126,8 +167,12 @@ def test_card_renders_for_a_converted_checkpoint_without_training(answerai):
 def test_evaluate_models_lines_up_colberts_and_bm25_per_dataset(minilm_colbert, toy):
     other = Collection("toy2", dict(CORPUS), {"q1": "capital of germany"}, {"q1": {"d4": 1}})
     results = evaluation.evaluate_models({"BM25": evaluation.BM25, "colbert": minilm_colbert}, [toy, other])
-    assert results[["dataset", "model"]].values.tolist() == [["toy", "BM25"], ["toy", "colbert"],
-                                                              ["toy2", "BM25"], ["toy2", "colbert"]]
+    assert results[["dataset", "model"]].values.tolist() == [
+        ["toy", "BM25"],
+        ["toy", "colbert"],
+        ["toy2", "BM25"],
+        ["toy2", "colbert"],
+    ]
     bm25 = metrics.evaluate(toy.qrels, baselines.bm25_run(toy), prefix="")
     assert results.iloc[0]["ndcg@10"] == pytest.approx(bm25["ndcg@10"].iloc[0])
     exact, _ = evaluation.evaluate_collection(minilm_colbert, toy)

@@ -6,9 +6,10 @@ import os
 import numpy as np
 import pytest
 
-from conftest import reference_maxsim, unit
 from workbench import indexes, retrieve
 from workbench.store import IndexCorruptError
+
+from helpers import reference_maxsim, unit
 
 
 @pytest.fixture
@@ -19,8 +20,11 @@ def documents():
 
 def tree(folder):
     """Every file under ``folder`` with its bytes (writer.lock aside: taking the lock is not a write)."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != "writer.lock"}
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != "writer.lock"
+    }
 
 
 def test_values_beyond_float16_are_refused_by_a_float16_store_and_kept_by_a_float32_one(documents, tmp_path):
@@ -136,8 +140,10 @@ def test_ids_must_be_a_list_of_str_or_int(documents, tmp_path):
     assert len(index.get_documents_embeddings([7])[0]) == len(embeddings[5])
 
 
-@pytest.mark.parametrize("setting", [{"k_token": -1}, {"k_token": 0}, {"batch_size": -1}, {"batch_size": 0},
-                                     {"n_full_scores": 0}, {"k_token": 2.5}])
+@pytest.mark.parametrize(
+    "setting",
+    [{"k_token": -1}, {"k_token": 0}, {"batch_size": -1}, {"batch_size": 0}, {"n_full_scores": 0}, {"k_token": 2.5}],
+)
 def test_search_settings_must_be_positive_integers(setting, documents, tmp_path):
     ids, embeddings = documents
     index = indexes.Voyager(index_folder=tmp_path, index_name="i", override=True)

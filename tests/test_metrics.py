@@ -14,10 +14,21 @@ RUN = {"q1": {"d2": 3.0, "d1": 2.0, "d4": 1.0, "d3": 0.5}}
 def test_seed_metric_names_and_order():
     table = metrics.evaluate(QRELS, RUN)
     assert list(table.columns) == [
-        "MaxSim_accuracy@1", "MaxSim_accuracy@3", "MaxSim_accuracy@5", "MaxSim_accuracy@10",
-        "MaxSim_precision@1", "MaxSim_precision@3", "MaxSim_precision@5", "MaxSim_precision@10",
-        "MaxSim_recall@1", "MaxSim_recall@3", "MaxSim_recall@5", "MaxSim_recall@10",
-        "MaxSim_ndcg@10", "MaxSim_mrr@10", "MaxSim_map@100",
+        "MaxSim_accuracy@1",
+        "MaxSim_accuracy@3",
+        "MaxSim_accuracy@5",
+        "MaxSim_accuracy@10",
+        "MaxSim_precision@1",
+        "MaxSim_precision@3",
+        "MaxSim_precision@5",
+        "MaxSim_precision@10",
+        "MaxSim_recall@1",
+        "MaxSim_recall@3",
+        "MaxSim_recall@5",
+        "MaxSim_recall@10",
+        "MaxSim_ndcg@10",
+        "MaxSim_mrr@10",
+        "MaxSim_map@100",
     ]
 
 
@@ -26,10 +37,19 @@ def test_hand_computed_values_with_linear_gains():
     dcg = 1 / math.log2(3) + 2 / math.log2(5)  # d1 at rank 2 (gain 1), d3 at rank 4 (gain 2)
     ideal = 2 / math.log2(2) + 1 / math.log2(3)
     expected = {
-        "accuracy@1": 0, "accuracy@3": 1, "accuracy@10": 1,
-        "precision@1": 0, "precision@3": 1 / 3, "precision@5": 2 / 5, "precision@10": 2 / 10,
-        "recall@1": 0, "recall@3": 1 / 2, "recall@5": 1,
-        "mrr@10": 1 / 2, "map@100": (1 / 2 + 2 / 4) / 2, "ndcg@10": dcg / ideal,
+        "accuracy@1": 0,
+        "accuracy@3": 1,
+        "accuracy@10": 1,
+        "precision@1": 0,
+        "precision@3": 1 / 3,
+        "precision@5": 2 / 5,
+        "precision@10": 2 / 10,
+        "recall@1": 0,
+        "recall@3": 1 / 2,
+        "recall@5": 1,
+        "mrr@10": 1 / 2,
+        "map@100": (1 / 2 + 2 / 4) / 2,
+        "ndcg@10": dcg / ideal,
     }
     for name, value in expected.items():
         assert row[f"MaxSim_{name}"] == pytest.approx(value, abs=1e-6), name
@@ -73,10 +93,13 @@ def test_judged_queries_missing_from_the_run_count_as_zero_or_are_skipped_on_req
         metrics.evaluate(qrels, {"q3": {"d1": 1.0}}, missing="skip")
 
 
-@pytest.mark.parametrize("run", [
-    {"q1": {"d1": math.nan, "d2": math.nan, "d3": math.nan}},  # all NaN: ranked in dict order, nDCG 1.0
-    {"q1": {"d2": 3.0, "d1": math.nan}},
-])
+@pytest.mark.parametrize(
+    "run",
+    [
+        {"q1": {"d1": math.nan, "d2": math.nan, "d3": math.nan}},  # all NaN: ranked in dict order, nDCG 1.0
+        {"q1": {"d2": 3.0, "d1": math.nan}},
+    ],
+)
 def test_a_nan_score_is_refused_naming_query_and_document(run):
     with pytest.raises(ValueError, match=r"document 'd\d' for query 'q1' is NaN"):
         metrics.evaluate(QRELS, run)

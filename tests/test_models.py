@@ -4,7 +4,6 @@ import json
 import os
 import string
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +11,9 @@ import pytest
 import torch
 from sentence_transformers import MultiVectorEncoder
 
-from conftest import missing
 from workbench import models
+
+from helpers import missing
 
 QUERY = "what is the capital of france"
 DOCUMENT = "paris is the capital of france"
@@ -49,7 +49,11 @@ def test_documents_drop_punctuation_and_stop_at_document_length(minilm_colbert):
     assert minilm_colbert.encode([text], is_query=False)[0].shape == (expected, 128)
     long_embedding = minilm_colbert.encode([LONG_TEXT], is_query=False)[0]
     features = minilm_colbert.tokenize([LONG_TEXT], is_query=False)
-    kept = [t for t in minilm_colbert.tokenizer.convert_ids_to_tokens(features["input_ids"][0]) if t not in string.punctuation]
+    kept = [
+        t
+        for t in minilm_colbert.tokenizer.convert_ids_to_tokens(features["input_ids"][0])
+        if t not in string.punctuation
+    ]
     assert features["input_ids"].shape[1] == 180 and long_embedding.shape == (len(kept), 128)
 
 
@@ -151,8 +155,12 @@ def test_embeddings_equal_pylates_for_the_same_checkpoint(answerai, answerai_pat
     texts_path.write_text(json.dumps(PARITY_TEXTS))
     out = tmp_path / "pylate.npz"
     script = Path(__file__).with_name("pylate_reference.py")
-    subprocess.run([pylate_python, str(script), answerai_path, str(texts_path), str(out)], check=True,
-                   capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    subprocess.run(
+        [pylate_python, str(script), answerai_path, str(texts_path), str(out)],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     reference = np.load(out)
     for side, is_query in (("queries", True), ("documents", False)):
         ours = answerai.encode(PARITY_TEXTS[side], is_query=is_query)
@@ -168,9 +176,11 @@ def test_the_embedded_default_model_already_ranks_matching_texts_first():
     from workbench.scores import colbert_scores
 
     queries = ["what is the capital of france", "how do plants make energy from sunlight", "who painted the mona lisa"]
-    documents = ["Paris is the capital and largest city of France.",
-                 "Photosynthesis converts light energy into chemical energy stored in sugars.",
-                 "The Mona Lisa is a portrait painted by Leonardo da Vinci."]
+    documents = [
+        "Paris is the capital and largest city of France.",
+        "Photosynthesis converts light energy into chemical energy stored in sugars.",
+        "The Mona Lisa is a portrait painted by Leonardo da Vinci.",
+    ]
     model = models.load_model(seed=0)
     assert model.model_card_data.base_model == models.DEFAULT_BASE
     scores = colbert_scores(model.encode(queries, is_query=True), model.encode(documents, is_query=False)).numpy()
@@ -235,8 +245,9 @@ def test_loaders_leave_the_device_to_the_ecosystem_unless_told(minilm_path, tmp_
     config = Path(minilm_path) / "config.json"
     cross_encoder = tmp_path / "cross"
     cross_encoder.mkdir()
-    (cross_encoder / "config.json").write_text(json.dumps({**json.loads(config.read_text()),
-                                                           "architectures": ["BertForSequenceClassification"]}))
+    (cross_encoder / "config.json").write_text(
+        json.dumps({**json.loads(config.read_text()), "architectures": ["BertForSequenceClassification"]})
+    )
     training_sets.load_teacher(str(cross_encoder))
     assert recorded == [None]
     assert runs.settings("quick")["device"] == "cpu" and runs.settings("full")["device"] is None

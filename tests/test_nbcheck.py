@@ -7,8 +7,9 @@ import nbformat
 import pandas as pd
 import pytest
 
-from conftest import ROOT
 from workbench.nbcheck import Tolerances, compare_cells
+
+from helpers import ROOT
 
 pytest_plugins = ["pytester"]
 TOLERANCES = Tolerances.load(ROOT / "nbconfig" / "tolerances.yaml")
@@ -19,8 +20,9 @@ def _cell(*outputs):
 
 
 def _frame(frame: pd.DataFrame):
-    return nbformat.v4.new_output("execute_result", data={"text/html": frame._repr_html_(), "text/plain": repr(frame)},
-                                  execution_count=1)
+    return nbformat.v4.new_output(
+        "execute_result", data={"text/html": frame._repr_html_(), "text/plain": repr(frame)}, execution_count=1
+    )
 
 
 def _text(text: str):
@@ -73,11 +75,17 @@ def test_near_tied_documents_may_swap_but_a_different_ranking_fails():
 
 
 def test_timings_progress_bars_and_run_folders_are_not_results():
-    committed = _cell(nbformat.v4.new_output("stream", name="stdout", text="run folder: runs/20261123-231919\n"),
-                      _text("Encoding:  10%|#  | 1/10 [00:01<00:09]"), _text("build 1.17 s, query 6.64 ms"))
-    fresh = _cell(nbformat.v4.new_output("stream", name="stdout", text="run folder: "),
-                  nbformat.v4.new_output("stream", name="stdout", text="runs/20261201-101010\n"),
-                  _text("Encoding:  90%|#########  | 9/10 [00:09<00:01]"), _text("build 2.5 s, query 12.1 ms"))
+    committed = _cell(
+        nbformat.v4.new_output("stream", name="stdout", text="run folder: runs/20261123-231919\n"),
+        _text("Encoding:  10%|#  | 1/10 [00:01<00:09]"),
+        _text("build 1.17 s, query 6.64 ms"),
+    )
+    fresh = _cell(
+        nbformat.v4.new_output("stream", name="stdout", text="run folder: "),
+        nbformat.v4.new_output("stream", name="stdout", text="runs/20261201-101010\n"),
+        _text("Encoding:  90%|#########  | 9/10 [00:09<00:01]"),
+        _text("build 2.5 s, query 12.1 ms"),
+    )
     assert _failures(committed, fresh) == []
 
 
@@ -92,7 +100,8 @@ def test_a_missing_figure_an_extra_output_or_an_error_fails():
 def test_markdown_table_cells_take_their_column_and_row_as_context():
     card = "| Metric | docstrings |\n|:--|--:|\n| MaxSim_ndcg@10 | {} |\n| words | {} |\n"
     markdown = lambda *values: nbformat.v4.new_output(  # noqa: E731
-        "execute_result", data={"text/markdown": card.format(*values), "text/plain": "<Markdown>"}, execution_count=1)
+        "execute_result", data={"text/markdown": card.format(*values), "text/plain": "<Markdown>"}, execution_count=1
+    )
     assert _failures(_cell(markdown("0.6280", "3.5")), _cell(markdown("0.6350", "3.5"))) == []
     assert _failures(_cell(markdown("0.6280", "3.5")), _cell(markdown("0.6780", "3.5")))
     assert _failures(_cell(markdown("0.6280", "3.5")), _cell(markdown("0.6280", "3.6")))
@@ -105,8 +114,8 @@ def test_the_committed_notebooks_catch_a_metric_off_by_005_and_a_training_step_t
     off = copy.deepcopy(pivot)
     html = off.outputs[-1]["data"]["text/html"]
     first = html.index("<td>") + len("<td>")
-    value = float(html[first: html.index("</td>", first)])
-    off.outputs[-1]["data"]["text/html"] = html[:first] + f"{value + 0.05:.3f}" + html[html.index("</td>", first):]
+    value = float(html[first : html.index("</td>", first)])
+    off.outputs[-1]["data"]["text/html"] = html[:first] + f"{value + 0.05:.3f}" + html[html.index("</td>", first) :]
     assert any("beyond retrieval metrics" in line for line in _failures(pivot, off))
 
     comparison = _committed("02_contrastive_training", 5)
@@ -116,7 +125,8 @@ def test_the_committed_notebooks_catch_a_metric_off_by_005_and_a_training_step_t
     # Training that does nothing: the "contrastive" row shows the untrained model's values.
     untrained, contrastive = next(r for r in rows if "untrained" in r), next(r for r in rows if ">contrastive<" in r)
     untrained_only.outputs[-1]["data"]["text/html"] = table.replace(
-        contrastive, untrained.replace("untrained", "contrastive"))
+        contrastive, untrained.replace("untrained", "contrastive")
+    )
     assert any("beyond retrieval metrics" in line for line in _failures(comparison, untrained_only))
 
 
@@ -135,9 +145,15 @@ def test_the_plugin_executes_a_notebook_and_fails_on_a_regression(pytester, monk
         pd.DataFrame({"ndcg@10": [0.600 + float(os.environ.get("NBCHECK_DELTA", "0"))]}, index=["model"])
     """)
     frame = pd.DataFrame({"ndcg@10": [0.600]}, index=["model"])
-    cell = nbformat.v4.new_code_cell(source, execution_count=1, outputs=[
-        nbformat.v4.new_output("execute_result", data={"text/html": frame._repr_html_(), "text/plain": repr(frame)},
-                               execution_count=1)])
+    cell = nbformat.v4.new_code_cell(
+        source,
+        execution_count=1,
+        outputs=[
+            nbformat.v4.new_output(
+                "execute_result", data={"text/html": frame._repr_html_(), "text/plain": repr(frame)}, execution_count=1
+            )
+        ],
+    )
     nbformat.write(nbformat.v4.new_notebook(cells=[cell]), pytester.path / "metric.ipynb")
     tolerances = str(ROOT / "nbconfig" / "tolerances.yaml")
     monkeypatch.setenv("NBCHECK_DELTA", "0.01")

@@ -1,11 +1,11 @@
 """pyproject.toml and environment.yml describe the same environment."""
 
 import re
-import tomllib
 
+import tomllib
 import yaml
 
-from conftest import ROOT
+from helpers import ROOT
 
 # conda-forge spells a few packages differently from PyPI.
 CONDA_TO_PYPI = {"pytorch": "torch"}

@@ -6,11 +6,20 @@ import nbformat
 import pytest
 from nbclient.exceptions import CellExecutionError
 
-from conftest import ROOT
 from workbench import pipeline, runs
 
-EXPECTED = ["01_build_dataset", "02_contrastive_training", "03_distillation", "04_indexing",
-            "05_retrieval_and_rerank", "06_nanobeir_evaluation", "07_model_card", "08_widget_search_demo"]
+from helpers import ROOT
+
+EXPECTED = [
+    "01_build_dataset",
+    "02_contrastive_training",
+    "03_distillation",
+    "04_indexing",
+    "05_retrieval_and_rerank",
+    "06_nanobeir_evaluation",
+    "07_model_card",
+    "08_widget_search_demo",
+]
 # Committed outputs stay small: tables, a few small figures, no data dumps.
 MAX_NOTEBOOK_BYTES = 250_000
 
@@ -37,7 +46,8 @@ def test_committed_notebook_is_explained_parameterised_executed_and_clean(name):
         for output in cell.outputs:
             assert output.output_type != "error", f"cell {cell.execution_count} failed"
             assert not (output.output_type == "stream" and output.name == "stderr"), (
-                f"cell {cell.execution_count} spills to stderr: {output.text[:200]}")
+                f"cell {cell.execution_count} spills to stderr: {output.text[:200]}"
+            )
     assert path.stat().st_size < MAX_NOTEBOOK_BYTES
 
 
@@ -57,8 +67,9 @@ def test_injected_parameters_follow_the_parameters_cell():
 def test_a_notebook_run_alone_says_which_notebook_comes_first(tmp_path):
     empty_run = tmp_path / "run"
     empty_run.mkdir()
-    notebook = pipeline.inject_parameters(nbformat.read(ROOT / "notebooks" / "02_contrastive_training.ipynb",
-                                                        as_version=4), {"run_dir": str(empty_run)})
+    notebook = pipeline.inject_parameters(
+        nbformat.read(ROOT / "notebooks" / "02_contrastive_training.ipynb", as_version=4), {"run_dir": str(empty_run)}
+    )
     with pytest.raises(CellExecutionError) as raised:
         pipeline.execute(notebook, ROOT / "notebooks")
     assert "MissingStepError" in str(raised.value) and "01_build_dataset.ipynb" in str(raised.value)
@@ -87,3 +98,16 @@ def test_committed_notebooks_carry_no_cell_timestamps():
     for path in pipeline.notebooks():
         notebook = nbformat.read(path, as_version=4)
         assert not [cell for cell in notebook.cells if "execution" in cell.metadata], path.name
+
+
+def test_refreshing_one_committed_notebook_executes_and_writes_only_that_one(monkeypatch):
+    executed, written = [], []
+    monkeypatch.setattr(
+        pipeline, "execute", lambda notebook, folder, **_: executed.append(notebook.cells[0].source[:4])
+    )
+    monkeypatch.setattr(pipeline.nbformat, "write", lambda notebook, path: written.append(path.name))
+    pipeline.refresh_committed(["04"])
+    assert executed == ["# 04"] and written == ["04_indexing.ipynb"]
+    with pytest.raises(ValueError, match="not all of them are notebooks"):
+        pipeline.refresh_committed(["04", "99"])
+    assert written == ["04_indexing.ipynb"]  # a bad number is refused before anything runs

@@ -9,11 +9,12 @@ import nbformat
 import pytest
 from datasets import load_from_disk
 
-from conftest import ROOT
 from workbench import data, pipeline
 from workbench.nbcheck import kernel_variant
 from workbench.scores import ranked_ids
 from workbench.training_sets import _triplets
+
+from helpers import ROOT
 
 
 def test_scores_that_agree_to_five_digits_tie_and_are_ordered_by_id():
@@ -33,8 +34,9 @@ def test_hard_negatives_are_the_same_when_scores_move_by_float_noise():
 
 
 def _build_dataset(run_dir, env):
-    notebook = pipeline.inject_parameters(nbformat.read(ROOT / "notebooks" / "01_build_dataset.ipynb", as_version=4),
-                                          {"run_dir": str(run_dir)})
+    notebook = pipeline.inject_parameters(
+        nbformat.read(ROOT / "notebooks" / "01_build_dataset.ipynb", as_version=4), {"run_dir": str(run_dir)}
+    )
     saved = dict(os.environ)
     os.environ.update(env)
     try:
@@ -74,12 +76,20 @@ def test_the_kernel_variant_really_changes_the_kernels(variable):
     probe = {
         "ATEN_CPU_CAPABILITY": "import torch; print(torch.backends.cpu.get_cpu_capability())",
         "NPY_DISABLE_CPU_FEATURES": "import numpy as np; core = getattr(np, '_core', None) or np.core; "
-                                    "print(sorted(k for k, v in core._multiarray_umath.__cpu_features__.items() if v))",
+        "print(sorted(k for k, v in core._multiarray_umath.__cpu_features__.items() if v))",
         "OMP_NUM_THREADS": "import torch; print(torch.get_num_threads())",
     }[variable]
     variant = kernel_variant()
-    outputs = [subprocess.run([sys.executable, "-c", probe], env={**os.environ, **env}, capture_output=True, text=True,
-                              check=True).stdout for env in ({}, {variable: variant[variable]})]
-    if (variable == "OMP_NUM_THREADS" and os.cpu_count() == 1) or outputs[0].strip() == "DEFAULT" or not variant[variable]:
+    outputs = [
+        subprocess.run(
+            [sys.executable, "-c", probe], env={**os.environ, **env}, capture_output=True, text=True, check=True
+        ).stdout
+        for env in ({}, {variable: variant[variable]})
+    ]
+    if (
+        (variable == "OMP_NUM_THREADS" and os.cpu_count() == 1)
+        or outputs[0].strip() == "DEFAULT"
+        or not variant[variable]
+    ):
         pytest.skip(f"{variable}: this machine runs the variant's kernels by default already")
     assert outputs[0] != outputs[1]

@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -84,3 +85,28 @@ def test_latest_is_a_relative_link(runs_root):
     run = runs.start_run()
     assert not os.path.isabs(os.readlink(runs_root / "latest"))
     assert (runs_root / "latest").resolve() == run.path.resolve()
+
+
+def test_the_run_folder_contract_names_real_notebooks_and_finds_the_maker_of_nested_paths():
+    notebooks = {path.stem for path in (Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb")}
+    assert {step for step, _ in runs.ARTIFACTS.values()} <= notebooks
+    assert runs.maker_of("index/my-collection/manifest.json") == "04_indexing.ipynb"
+    assert runs.maker_of("results/evaluation.csv") == "06_nanobeir_evaluation.ipynb"
+    assert runs.maker_of("steps/03_distillation.json") == "03_distillation.ipynb"
+    assert runs.maker_of("scratch/notes.txt") is None
+    assert list(runs.contract().columns) == ["made by", "holds"] and len(runs.contract()) == len(runs.ARTIFACTS)
+
+
+def test_later_steps_read_outputs_not_the_headline_text(runs_root):
+    run = runs.start_run()
+    with pytest.raises(runs.MissingStepError, match="06_nanobeir_evaluation.ipynb"):
+        run.table("evaluation")  # the maker comes from the contract
+    # A record whose headline names the collection, but which has no machine-read output, is not read.
+    shown = run.record("01_build_dataset", {}, {"test collection": "docstrings-test"})
+    assert shown == {"test collection": "docstrings-test"}
+    with pytest.raises(runs.MissingStepError, match="no output 'test_collection'"):
+        run.test_collection()
+    run.record("01_build_dataset", {}, {"test collection": "shown"}, outputs={"test_collection": "docstrings-test"})
+    assert run.output("01_build_dataset", "test_collection") == "docstrings-test"
+    with pytest.raises(runs.MissingStepError, match="data/eval/docstrings-test is missing: notebooks/01_build"):
+        run.test_collection()

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import reference_maxsim
 from workbench import scores
 from workbench.scores import PackedEmbeddings, colbert_scores, colbert_scores_pairwise, pack
+
+from helpers import reference_maxsim
 
 
 def random_texts(rng, lengths, dim=16, dtype=np.float32):

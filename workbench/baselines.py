@@ -19,18 +19,20 @@ import numpy as np
 from workbench.data import Collection
 from workbench.scores import top_k
 
+__all__ = ["bm25_run", "dense_run"]
+
 
 def bm25_run(collection: Collection, depth: int = 100) -> dict:
     """BM25 (bm25s, English stopwords) over the corpus; near-tied documents ranked in corpus order."""
     import bm25s
 
-    document_ids = list(collection.corpus)
+    document_ids = collection.document_ids()
     query_ids = list(collection.judged_queries)
     retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize([collection.corpus[i] for i in document_ids], stopwords="en", show_progress=False),
-                    show_progress=False)
-    queries = bm25s.tokenize([collection.queries[q] for q in query_ids], stopwords="en", return_ids=False,
-                             show_progress=False)
+    retriever.index(bm25s.tokenize(collection.texts(), stopwords="en", show_progress=False), show_progress=False)
+    queries = bm25s.tokenize(
+        [collection.queries[q] for q in query_ids], stopwords="en", return_ids=False, show_progress=False
+    )
     run = {}
     for query_id, tokens in zip(query_ids, queries):
         # Every document's score, then one deterministic top-k: bm25s's own top-k orders tied
@@ -43,11 +45,18 @@ def bm25_run(collection: Collection, depth: int = 100) -> dict:
 
 def dense_run(model, collection: Collection, depth: int = 100, batch_size: int = 32) -> dict:
     """A single-vector ``SentenceTransformer`` (cosine similarity) over the corpus."""
-    document_ids = list(collection.corpus)
+    document_ids = collection.document_ids()
     query_ids = list(collection.judged_queries)
-    documents = model.encode([collection.corpus[i] for i in document_ids], batch_size=batch_size,
-                             normalize_embeddings=True, convert_to_numpy=True)
-    queries = model.encode([collection.queries[q] for q in query_ids], batch_size=batch_size,
-                           normalize_embeddings=True, convert_to_numpy=True)
-    return {q: {document_ids[j]: float(s) for j, s in zip(positions, best)}
-            for q, (positions, best) in zip(query_ids, top_k(queries @ documents.T, depth))}
+    documents = model.encode(
+        collection.texts(), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True
+    )
+    queries = model.encode(
+        [collection.queries[q] for q in query_ids],
+        batch_size=batch_size,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+    )
+    return {
+        q: {document_ids[j]: float(s) for j, s in zip(positions, best)}
+        for q, (positions, best) in zip(query_ids, top_k(queries @ documents.T, depth))
+    }

@@ -26,7 +26,7 @@ Example::
 from __future__ import annotations
 
 import json
-import platform
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,22 @@ import yaml
 from jinja2 import Environment
 
 from workbench import __version__, metrics
+from workbench.provenance import versions
+from workbench.utils import markdown_table
+
+__all__ = [
+    "COLBERT_CITATION",
+    "TEMPLATE",
+    "RECORD_FILE",
+    "RECORDED_FIELDS",
+    "render_card",
+    "save_card",
+    "front_matter",
+    "evaluation_tables",
+    "save_record",
+    "load_record",
+    "versions",  # workbench.provenance.versions, still importable from here
+]
 
 COLBERT_CITATION = """@inproceedings{khattab2020colbert,
     title = {ColBERT: Efficient and Effective Passage Search via Contextualized Late Interaction over BERT},
@@ -42,136 +58,25 @@ COLBERT_CITATION = """@inproceedings{khattab2020colbert,
     booktitle = {Proceedings of the 43rd International ACM SIGIR Conference on Research and Development in Information Retrieval},
     pages = {39--48},
     year = {2020}
-}"""
+}"""  # noqa: E501 (the citation as its authors give it)
 
-TEMPLATE = """---
-{{ front_matter }}---
-
-# {{ title }}
-
-A late-interaction (ColBERT) retrieval model{% if base_model %} built on [{{ base_model }}](https://huggingface.co/{{ base_model }}){% endif %}.
-It turns a text into one {{ dimension }}-dimensional vector per token; a query and a document are compared with
-MaxSim: each query token keeps its best match among the document's tokens, and the matches are summed.
-
-## Model details
-
-- **Model type:** ColBERT (late interaction), made with workbench {{ workbench_version }}
-- **Base model:** {{ base_model or "unknown" }}
-- **Document length:** {{ document_length }} tokens
-- **Query length:** {{ query_length }} tokens{% if expansion %} (short queries are padded with `[MASK]` up to that length){% endif %}
-- **Output dimensionality:** {{ dimension }} per token
-- **Similarity function:** MaxSim
-- **Query / document markers:** `{{ query_prefix }}` / `{{ document_prefix }}`
-- **Training datasets:** {{ training_datasets or "none recorded" }}
-- **Language:** {{ language or "unknown" }}
-- **Licence:** {{ license or "unknown" }}
-
-### Architecture
-
-```
-{{ architecture }}
-```
-
-## Usage
-
-Install the workbench from its repository (`make run` sets up `.venv`, or `pip install -e .`), then:
-
-### Index and retrieve
-
-```python
-from workbench import indexes, models, retrieve
-
-model = models.ColBERT(model_name_or_path="{{ model_id }}")
-index = indexes.Voyager(index_folder="my-index", index_name="index", override=True)
-documents_ids = ["1", "2", "3"]
-documents = ["first document", "second document", "third document"]
-index.add_documents(documents_ids=documents_ids,
-                    documents_embeddings=model.encode(documents, is_query=False, show_progress_bar=True))
-
-retriever = retrieve.ColBERT(index=index)
-queries_embeddings = model.encode(["a question about the third document"], is_query=True)
-print(retriever.retrieve(queries_embeddings=queries_embeddings, k=3))   # [[{"id": ..., "score": ...}, ...]]
-```
-
-The index can be reopened later with `indexes.Voyager(index_folder="my-index", index_name="index")`.
-
-### Rerank the output of another retriever
-
-```python
-from workbench import rank
-
-reranked = rank.rerank(
-    documents_ids=[["1", "3"]],
-    queries_embeddings=model.encode(["a question"], is_query=True),
-    documents_embeddings=[model.encode(["first document", "third document"], is_query=False)],
-)
-```
-
-## Evaluation
-{% if evaluations %}{% for evaluation in evaluations %}
-### {{ evaluation.name }}
-
-{{ evaluation.markdown }}
-{% endfor %}{% else %}
-No evaluation was recorded for this model.
-{% endif %}
-## Training details
-{% if datasets %}{% for dataset in datasets %}
-### Training dataset{% if dataset.name %}: {{ dataset.name }}{% endif %}
-
-- Size: {{ dataset.size }} rows
-- Columns: {{ dataset.columns }}
-- Token statistics over the first 1,000 rows:
-
-{{ dataset.stats_markdown }}
-{% if dataset.samples_markdown %}
-- Samples:
-
-{{ dataset.samples_markdown }}
-{% endif %}{% if dataset.loss %}
-- Loss: `{{ dataset.loss }}`{% if dataset.loss_parameters %} with parameters:
-
-```json
-{{ dataset.loss_parameters }}
-```
-{% endif %}{% endif %}
-{% endfor %}{% else %}
-No training was recorded by this model (for example, a converted checkpoint).
-{% endif %}{% if non_default_hyperparameters %}
-### Non-default hyperparameters
-
-{% for key, value in non_default_hyperparameters.items() %}- `{{ key }}`: {{ value }}
-{% endfor %}
-<details><summary>All hyperparameters</summary>
-
-{% for key, value in all_hyperparameters.items() %}- `{{ key }}`: {{ value }}
-{% endfor %}
-</details>
-{% endif %}{% if training_logs %}
-### Training logs
-
-{{ training_logs }}
-{% endif %}
-### Framework versions
-
-{% for name, version in versions.items() %}- {{ name }}: {{ version }}
-{% endfor %}
-## Citation
-
-### BibTeX
-{% for name, citation in citations.items() %}
-#### {{ name }}
-
-```bibtex
-{{ citation.strip() }}
-```
-{% endfor %}"""
-
+# The card's Jinja2 template: a package data file (pyproject.toml ships it), read and edited as Markdown.
+TEMPLATE = resources.files("workbench").joinpath("templates/model_card.md").read_text(encoding="utf-8")
 
 RECORD_FILE = "workbench_card.json"
 # What a card reads from ``model.model_card_data``, saved beside the weights.
-RECORDED_FIELDS = ("base_model", "language", "license", "model_id", "tags", "train_datasets",
-                   "non_default_hyperparameters", "all_hyperparameters", "training_logs", "citations")
+RECORDED_FIELDS = (
+    "base_model",
+    "language",
+    "license",
+    "model_id",
+    "tags",
+    "train_datasets",
+    "non_default_hyperparameters",
+    "all_hyperparameters",
+    "training_logs",
+    "citations",
+)
 
 
 def evaluation_tables(model, evaluations: dict[str, pd.DataFrame] | None = None) -> dict[str, pd.DataFrame]:
@@ -194,8 +99,7 @@ def save_record(model, folder: str | Path) -> Path:
     for name in ("non_default_hyperparameters", "all_hyperparameters"):
         # kept as the card shows them: a value's text is what the card prints
         record[name] = {key: str(value) for key, value in (record[name] or {}).items()}
-    record["evaluations"] = {name: table.to_dict(orient="split")
-                             for name, table in evaluation_tables(model).items()}
+    record["evaluations"] = {name: table.to_dict(orient="split") for name, table in evaluation_tables(model).items()}
     path = Path(folder) / RECORD_FILE
     path.write_text(json.dumps(record, indent=1, default=str) + "\n", encoding="utf-8")
     return path
@@ -214,16 +118,26 @@ def load_record(model, model_name_or_path: str) -> bool:
     try:
         record = json.loads(Path(path).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path} is not a workbench card record ({error}); delete it or save the model again.") from None
+        raise ValueError(
+            f"{path} is not a workbench card record ({error}); delete it or save the model again."
+        ) from None
     for name in RECORDED_FIELDS:
         if record.get(name) is not None:
             setattr(model.model_card_data, name, record[name])
-    model.recorded_evaluations = {name: pd.DataFrame(**split) for name, split in (record.get("evaluations") or {}).items()}
+    model.recorded_evaluations = {
+        name: pd.DataFrame(**split) for name, split in (record.get("evaluations") or {}).items()
+    }
     return True
 
 
-def render_card(model, evaluations: dict[str, pd.DataFrame] | None = None, model_id: str | None = None,
-                title: str | None = None, language: str | list[str] | None = None, license: str | None = None) -> str:
+def render_card(
+    model,
+    evaluations: dict[str, pd.DataFrame] | None = None,
+    model_id: str | None = None,
+    title: str | None = None,
+    language: str | list[str] | None = None,
+    license: str | None = None,
+) -> str:
     """The card as Markdown text; see the module docstring."""
     card_data = model.model_card_data
     tables = evaluation_tables(model, evaluations)
@@ -233,8 +147,9 @@ def render_card(model, evaluations: dict[str, pd.DataFrame] | None = None, model
     datasets = [_dataset_section(entry) for entry in (card_data.train_datasets or [])]
     training_datasets = ", ".join(d["name"] or f"unnamed ({d['size']} rows)" for d in datasets)
     context = {
-        "front_matter": yaml.safe_dump(_front_matter(model, tables, base_model, language, license, model_id),
-                                       sort_keys=False, allow_unicode=True),
+        "front_matter": yaml.safe_dump(
+            _front_matter(model, tables, base_model, language, license, model_id), sort_keys=False, allow_unicode=True
+        ),
         "title": title or (f"ColBERT model based on {base_model}" if base_model else "ColBERT model"),
         "workbench_version": __version__,
         "base_model": base_model,
@@ -257,7 +172,8 @@ def render_card(model, evaluations: dict[str, pd.DataFrame] | None = None, model
         "versions": versions(),
         "citations": {"ColBERT": COLBERT_CITATION, **(card_data.citations or {})},
     }
-    return Environment(keep_trailing_newline=True).from_string(TEMPLATE).render(**context)
+    # Jinja's default drops the template file's final newline: the card ends as its last section does
+    return Environment().from_string(TEMPLATE).render(**context)
 
 
 def save_card(model, folder: str | Path, **options: Any) -> Path:
@@ -297,12 +213,16 @@ def _front_matter(model, tables, base_model, language, license, model_id) -> dic
         results = []
         for table in tables.values():
             for dataset, row in table.iterrows():
-                results.append({
-                    "task": {"type": "information-retrieval", "name": "Information Retrieval"},
-                    "dataset": {"name": str(dataset), "type": str(dataset)},
-                    "metrics": [{"type": column, "value": float(value), "name": _metric_label(column)}
-                                for column, value in row.items()],
-                })
+                results.append(
+                    {
+                        "task": {"type": "information-retrieval", "name": "Information Retrieval"},
+                        "dataset": {"name": str(dataset), "type": str(dataset)},
+                        "metrics": [
+                            {"type": column, "value": float(value), "name": _metric_label(column)}
+                            for column, value in row.items()
+                        ],
+                    }
+                )
         matter["model-index"] = [{"name": model_id or "ColBERT model", "results": results}]
     return matter
 
@@ -316,36 +236,30 @@ def _metric_label(column: str) -> str:
 def _metric_table(table: pd.DataFrame) -> str:
     """Metrics as rows, datasets as columns; the primary metric's row in bold."""
     primary = f"{metrics.SIMILARITY}_{metrics.PRIMARY_METRIC}"
-    lines = ["| Metric | " + " | ".join(str(d) for d in table.index) + " |",
-             "|:--|" + "--:|" * len(table.index)]
+    rows = []
     for column in table.columns:
-        cells = [f"{value:.4f}" for value in table[column]]
-        if column == primary:
-            lines.append(f"| **{column}** | " + " | ".join(f"**{c}**" for c in cells) + " |")
-        else:
-            lines.append(f"| {column} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        cells = [column, *(f"{value:.4f}" for value in table[column])]
+        rows.append([f"**{cell}**" for cell in cells] if column == primary else cells)
+    return markdown_table(["Metric", *table.index], rows, align="l" + "r" * len(table.index))
 
 
 def _dataset_section(entry: dict) -> dict:
     stats = entry.get("stats") or {}
-    stat_rows = ["| | " + " | ".join(f"`{c}`" for c in stats) + " |", "|:--|" + ":--|" * len(stats),
-                 "| type | " + " | ".join(str(s.get("dtype", "")) for s in stats.values()) + " |"]
+    stat_rows = [["type", *(s.get("dtype", "") for s in stats.values())]]
     for key in ("min", "mean", "max"):
-        stat_rows.append(f"| {key} | " + " | ".join(str((s.get("data") or {}).get(key, "")) for s in stats.values()) + " |")
+        stat_rows.append([key, *((s.get("data") or {}).get(key, "") for s in stats.values())])
     examples = entry.get("examples") or {}  # column -> values, as Sentence Transformers records them
     samples = ""
     if examples:
         columns = list(examples)
         rows = list(zip(*(examples[c] for c in columns)))[:3]
-        samples = "\n".join(["| " + " | ".join(f"`{c}`" for c in columns) + " |", "|" + ":--|" * len(columns)]
-                            + ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows])
+        samples = markdown_table([f"`{c}`" for c in columns], [[_cell(value) for value in row] for row in rows])
     loss = entry.get("loss") or {}
     return {
         "name": entry.get("name"),
         "size": entry.get("size"),
         "columns": ", ".join(c.replace("<code>", "`").replace("</code>", "`") for c in entry.get("columns", [])),
-        "stats_markdown": "\n".join(stat_rows) if stats else "(not recorded)",
+        "stats_markdown": markdown_table(["", *(f"`{c}`" for c in stats)], stat_rows) if stats else "(not recorded)",
         "samples_markdown": samples,
         "loss": loss.get("fullname") if isinstance(loss, dict) else str(loss),
         "loss_parameters": loss.get("config_code", "") if isinstance(loss, dict) else "",
@@ -353,6 +267,8 @@ def _dataset_section(entry: dict) -> dict:
 
 
 def _cell(value: Any) -> str:
+    # escaped before the cut, so that the 120 characters are those the card prints (markdown_table
+    # leaves an escaped | as it is)
     text = " ".join(str(value).split()).replace("|", "\\|")
     return text[:120] + ("…" if len(text) > 120 else "")
 
@@ -361,21 +277,8 @@ def _logs_table(logs: list[dict] | None) -> str:
     if not logs:
         return ""
     frame = pd.DataFrame(logs)
-    header = "| " + " | ".join(frame.columns) + " |"
-    rows = ["| " + " | ".join("-" if pd.isna(v) else (f"{v:.4f}" if isinstance(v, float) else str(v)) for v in row) + " |"
-            for row in frame.itertuples(index=False)]
-    return "\n".join([header, "|" + ":--|" * len(frame.columns), *rows])
-
-
-def versions() -> dict[str, str]:
-    """Versions of Python and of the packages a result depends on."""
-    import importlib.metadata as metadata
-
-    versions = {"Python": platform.python_version(), "workbench": __version__}
-    for package in ("sentence-transformers", "transformers", "torch", "accelerate", "datasets", "tokenizers",
-                    "voyager", "faiss-cpu", "ranx"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
+    rows = [
+        ["-" if pd.isna(v) else (f"{v:.4f}" if isinstance(v, float) else v) for v in row]
+        for row in frame.itertuples(index=False)
+    ]
+    return markdown_table(list(frame.columns), rows)

@@ -11,7 +11,8 @@ Metrics cover the queries that have both a text and a judgement of grade >= 1
 (``collection.judged_qrels``, BEIR's convention); judged queries without a text cannot be run, and a
 warning counts them.
 :func:`evaluate_models` does it for several models (and BM25) on several collections, as one
-long table for plots; :func:`model_table` cuts one model's rows out for its card.
+long table for plots; :func:`model_table` cuts one model's rows out for its card. The run alone is
+:func:`workbench.retrieve.search_collection` (importable from here too, as is ``encode_corpus``).
 
 Example::
 
@@ -31,20 +32,49 @@ import pandas as pd
 from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
 from sentence_transformers.multi_vector_encoder.evaluation import MultiVectorTripletEvaluator
 
-from workbench import metrics, retrieve
-from workbench.data import Collection
+from workbench import metrics
+from workbench.data import NANOBEIR_DATASETS, Collection, load
+from workbench.retrieve import encode_corpus, search_collection
+
+__all__ = [
+    "BM25",
+    "ColBERTInformationRetrievalEvaluator",
+    "ColBERTTripletEvaluator",
+    "NanoBEIREvaluator",
+    "PyLateInformationRetrievalEvaluator",
+    "encode_corpus",
+    "evaluate_collection",
+    "evaluate_models",
+    "model_table",
+    "search_collection",
+]
 
 
 class ColBERTTripletEvaluator(MultiVectorTripletEvaluator):
     """Triplet accuracy under MaxSim; see the module docstring."""
 
-    def __init__(self, anchors: list[str], positives: list[str], negatives: list[str], name: str = "",
-                 batch_size: int = 32, show_progress_bar: bool = False, **kwargs) -> None:
+    def __init__(
+        self,
+        anchors: list[str],
+        positives: list[str],
+        negatives: list[str],
+        name: str = "",
+        batch_size: int = 32,
+        show_progress_bar: bool = False,
+        **kwargs,
+    ) -> None:
         if not (len(anchors) == len(positives) == len(negatives)):
             raise ValueError(f"{len(anchors)} anchors, {len(positives)} positives, {len(negatives)} negatives.")
-        super().__init__(anchors=anchors, positives=positives, negatives=negatives, name=name,
-                         batch_size=batch_size, show_progress_bar=show_progress_bar,
-                         similarity_fn_names=["maxsim"], **kwargs)
+        super().__init__(
+            anchors=anchors,
+            positives=positives,
+            negatives=negatives,
+            name=name,
+            batch_size=batch_size,
+            show_progress_bar=show_progress_bar,
+            similarity_fn_names=["maxsim"],
+            **kwargs,
+        )
 
     def __call__(self, model, output_path: str | None = None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
         metrics = super().__call__(model, output_path, epoch, steps)
@@ -52,50 +82,16 @@ class ColBERTTripletEvaluator(MultiVectorTripletEvaluator):
         return {key.replace("maxsim_accuracy", "accuracy"): value for key, value in metrics.items()}
 
 
-def search_collection(model, collection: Collection, depth: int = 100, batch_size: int = 32,
-                      show_progress_bar: bool = False, index: str | type = "exact",
-                      documents_embeddings: Sequence[Any] | None = None) -> dict:
-    """The run (query id -> {document id: MaxSim}) of the judged queries over the whole corpus.
-
-    ``index="exact"`` (default) scores every document with exact MaxSim in memory. Any other kind
-    (``"voyager"``, ``"plaid"``, a name in :data:`workbench.indexes.KINDS`, or an
-    :class:`~workbench.indexes.Index` subclass, built with its defaults) is built in a temporary
-    folder and retrieved from. ``documents_embeddings`` (the corpus encoded by ``model``, in corpus
-    order) skips encoding it.
-    """
-    from workbench import indexes
-
-    exact = indexes.kind_of(index) is indexes.Exact  # an unknown kind fails here, before any encoding
-    document_ids = list(collection.corpus)
-    query_ids = list(collection.judged_queries)
-    documents = documents_embeddings
-    if documents is None:
-        documents = encode_corpus(model, collection, batch_size, show_progress_bar)
-    elif len(documents) != len(document_ids):
-        raise ValueError(f"{len(documents)} document embeddings for a corpus of {len(document_ids)}.")
-    queries = model.encode([collection.queries[q] for q in query_ids], is_query=True, batch_size=batch_size)
-    if exact:
-        return metrics.run_from_results(query_ids, retrieve.exact(queries, documents, document_ids, k=depth))
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="workbench-eval-") as folder:
-        built = indexes.make(index, folder, "index")
-        built.add_documents(document_ids, documents)
-        run = metrics.run_from_results(query_ids, retrieve.ColBERT(built).retrieve(queries, k=depth))
-        built.close()
-    return run
-
-
-def encode_corpus(model, collection: Collection, batch_size: int = 32, show_progress_bar: bool = False) -> list:
-    """The collection's documents encoded by ``model``, in corpus order."""
-    return model.encode(list(collection.corpus.values()), is_query=False, batch_size=batch_size,
-                        show_progress_bar=show_progress_bar)
-
-
-def evaluate_collection(model, collection: Collection, depth: int = 100, batch_size: int = 32,
-                        show_progress_bar: bool = False, relevance_level: int = 1,
-                        index: str | type = "exact") -> tuple[pd.DataFrame, dict]:
-    """:func:`search_collection`, scored with the seed metric set: (metric table, run).
+def evaluate_collection(
+    model,
+    collection: Collection,
+    depth: int = 100,
+    batch_size: int = 32,
+    show_progress_bar: bool = False,
+    relevance_level: int = 1,
+    index: str | type = "exact",
+) -> tuple[pd.DataFrame, dict]:
+    """:func:`workbench.retrieve.search_collection`, scored with the seed metric set: (metric table, run).
 
     The table covers ``collection.judged_queries``; judged queries without a text are left out,
     with a warning.
@@ -114,16 +110,27 @@ class ColBERTInformationRetrievalEvaluator(BaseEvaluator):
     ``MaxSim_ndcg@10`` as primary metric; ``.table`` and ``.run`` keep the last result.
     """
 
-    def __init__(self, collection: Collection | None = None, *, queries: dict | None = None,
-                 corpus: dict | None = None, relevant_docs: dict | None = None, name: str | None = None,
-                 batch_size: int = 32, show_progress_bar: bool = False, index: str | type = "exact",
-                 relevance_level: int = 1) -> None:
+    def __init__(
+        self,
+        collection: Collection | None = None,
+        *,
+        queries: dict | None = None,
+        corpus: dict | None = None,
+        relevant_docs: dict | None = None,
+        name: str | None = None,
+        batch_size: int = 32,
+        show_progress_bar: bool = False,
+        index: str | type = "exact",
+        relevance_level: int = 1,
+    ) -> None:
         super().__init__()
         if collection is None:
             if queries is None or corpus is None or relevant_docs is None:
                 raise ValueError("Give a collection, or queries, corpus and relevant_docs.")
-            qrels = {q: ({d: 1 for d in docs} if not isinstance(docs, dict) else dict(docs))
-                     for q, docs in relevant_docs.items()}
+            qrels = {
+                q: ({d: 1 for d in docs} if not isinstance(docs, dict) else dict(docs))
+                for q, docs in relevant_docs.items()
+            }
             collection = Collection(name or "collection", dict(corpus), dict(queries), qrels)
         self.collection = collection
         self.name = name or collection.name
@@ -135,8 +142,12 @@ class ColBERTInformationRetrievalEvaluator(BaseEvaluator):
 
     def __call__(self, model, output_path: str | None = None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
         self.table, self.run = evaluate_collection(
-            model, self.collection, batch_size=self.batch_size, show_progress_bar=self.show_progress_bar,
-            relevance_level=self.relevance_level, index=self.index,
+            model,
+            self.collection,
+            batch_size=self.batch_size,
+            show_progress_bar=self.show_progress_bar,
+            relevance_level=self.relevance_level,
+            index=self.index,
         )
         results = {column: float(value) for column, value in self.table.iloc[0].items()}
         results = self.prefix_name_to_metrics(results, self.name)
@@ -151,20 +162,25 @@ class NanoBEIREvaluator(BaseEvaluator):
     """The NanoBEIR benchmark (or any subset of it, or local folders) with the seed metric set.
 
     ``dataset_names``: NanoBEIR names (``"scifact"``, ``"NanoSciFact"``), hub ids, or local folders
-    in the NanoBEIR or BEIR layout; default: all 13 from the hub. Calling it evaluates each dataset
-    (exact search by default; ``index="voyager"``, ``"plaid"`` or an Index subclass on request) and returns
+    in the NanoBEIR or BEIR layout (anything :func:`workbench.data.load` reads); default: all 13 from
+    the hub. Calling it evaluates each dataset (exact search by default; ``index="voyager"``,
+    ``"plaid"`` or an Index subclass on request) and returns
     ``{"<dataset>_MaxSim_ndcg@10": ..., "NanoBEIR_mean_MaxSim_ndcg@10": ...}``; the primary metric
     is the mean nDCG@10. ``.table`` holds one row per dataset and the mean row, as PyLate's cards
     show them; ``.runs`` the runs.
     """
 
-    def __init__(self, dataset_names: list[str] | None = None, batch_size: int = 32, show_progress_bar: bool = False,
-                 index: str | type = "exact", name: str = "NanoBEIR_mean") -> None:
+    def __init__(
+        self,
+        dataset_names: list[str] | None = None,
+        batch_size: int = 32,
+        show_progress_bar: bool = False,
+        index: str | type = "exact",
+        name: str = "NanoBEIR_mean",
+    ) -> None:
         super().__init__()
-        from workbench.data import NANOBEIR_DATASETS, load_nanobeir
-
         names = dataset_names or list(NANOBEIR_DATASETS)
-        self.collections = [load_nanobeir(dataset) for dataset in names]
+        self.collections = [load(dataset) for dataset in names]
         self.batch_size, self.show_progress_bar, self.index, self.name = batch_size, show_progress_bar, index, name
         self.primary_metric = f"{name}_{metrics.SIMILARITY}_{metrics.PRIMARY_METRIC}"
         self.table: pd.DataFrame | None = None
@@ -176,13 +192,15 @@ class NanoBEIREvaluator(BaseEvaluator):
         rows = []
         for collection in tqdm(self.collections, desc="NanoBEIR", disable=not self.show_progress_bar):
             table, self.runs[collection.name] = evaluate_collection(
-                model, collection, batch_size=self.batch_size, index=self.index)
+                model, collection, batch_size=self.batch_size, index=self.index
+            )
             rows.append(table)
         per_dataset = pd.concat(rows)
         mean = per_dataset.mean().to_frame(self.name).T
         self.table = pd.concat([per_dataset, mean])
-        results = {f"{row}_{column}": float(value)
-                   for row, values in self.table.iterrows() for column, value in values.items()}
+        results = {
+            f"{row}_{column}": float(value) for row, values in self.table.iterrows() for column, value in values.items()
+        }
         self.store_metrics_in_model_card_data(model, results, epoch, steps)
         return results
 
@@ -190,8 +208,9 @@ class NanoBEIREvaluator(BaseEvaluator):
 BM25 = "BM25"
 
 
-def evaluate_models(models: Mapping[str, Any], collections: Sequence[Collection], batch_size: int = 32,
-                    index: str | type = "exact") -> pd.DataFrame:
+def evaluate_models(
+    models: Mapping[str, Any], collections: Sequence[Collection], batch_size: int = 32, index: str | type = "exact"
+) -> pd.DataFrame:
     """Every model on every collection: one row per (dataset, model), one column per seed metric.
 
     ``models`` maps a display name to a ColBERT, or to :data:`BM25` for the BM25 baseline (bm25s).
@@ -218,8 +237,9 @@ def evaluate_models(models: Mapping[str, Any], collections: Sequence[Collection]
         else:
             if name not in encoded or encoded[name][0] != collection.corpus:
                 encoded[name] = (collection.corpus, encode_corpus(model, collection, batch_size))
-            run = search_collection(model, collection, batch_size=batch_size, index=index,
-                                    documents_embeddings=encoded[name][1])
+            run = search_collection(
+                model, collection, batch_size=batch_size, index=index, documents_embeddings=encoded[name][1]
+            )
         table = metrics.evaluate(collection.judged_qrels, run, prefix="")
         rows.append({"dataset": collection.name, "model": name, **table.iloc[0].to_dict()})
     return pd.DataFrame(rows)

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+__all__ = ["TokenMatches", "token_matches"]
+
 
 @dataclass(frozen=True)
 class TokenMatches:
@@ -50,12 +52,14 @@ class TokenMatches:
 
     def table(self) -> pd.DataFrame:
         """One row per query token: the document token it matched and the similarity."""
-        return pd.DataFrame({
-            "query token": self.query_tokens,
-            "matched document token": [self.document_tokens[j] for j in self.best],
-            "position": self.best,
-            "similarity": self.contributions,
-        })
+        return pd.DataFrame(
+            {
+                "query token": self.query_tokens,
+                "matched document token": [self.document_tokens[j] for j in self.best],
+                "position": self.best,
+                "similarity": self.contributions,
+            }
+        )
 
 
 def token_matches(model, query: str, document: str) -> TokenMatches:

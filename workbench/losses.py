@@ -32,6 +32,8 @@ from sentence_transformers.multi_vector_encoder.losses import (
 )
 from sentence_transformers.multi_vector_encoder.scoring import colbert_kd_scores
 
+__all__ = ["Contrastive", "CachedContrastive", "Distillation", "check_colbert_features"]
+
 
 def check_colbert_features(model, sentence_features) -> None:
     """Raise if the batch was not tokenised as ColBERT queries and documents."""
@@ -83,12 +85,14 @@ class Contrastive(_Checked, MultiVectorMultipleNegativesRankingLoss):
     implementation is Sentence Transformers' ``MultiVectorMultipleNegativesRankingLoss``.
     """
 
-    def __init__(self, model, temperature: float = 1.0, gather_across_devices: bool = False,
-                 mini_batch_size: int | None = None) -> None:
+    def __init__(
+        self, model, temperature: float = 1.0, gather_across_devices: bool = False, mini_batch_size: int | None = None
+    ) -> None:
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}.")
-        super().__init__(model, scale=1.0 / temperature, gather_across_devices=gather_across_devices,
-                         mini_batch_size=mini_batch_size)
+        super().__init__(
+            model, scale=1.0 / temperature, gather_across_devices=gather_across_devices, mini_batch_size=mini_batch_size
+        )
         self.temperature = temperature
 
 
@@ -106,12 +110,23 @@ class CachedContrastive(_Checked, CachedMultiVectorMultipleNegativesRankingLoss)
         show_progress_bar: a bar over the mini-batches.
     """
 
-    def __init__(self, model, temperature: float = 1.0, mini_batch_size: int = 32,
-                 gather_across_devices: bool = False, show_progress_bar: bool = False) -> None:
+    def __init__(
+        self,
+        model,
+        temperature: float = 1.0,
+        mini_batch_size: int = 32,
+        gather_across_devices: bool = False,
+        show_progress_bar: bool = False,
+    ) -> None:
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}.")
-        super().__init__(model, scale=1.0 / temperature, mini_batch_size=mini_batch_size,
-                         gather_across_devices=gather_across_devices, show_progress_bar=show_progress_bar)
+        super().__init__(
+            model,
+            scale=1.0 / temperature,
+            mini_batch_size=mini_batch_size,
+            gather_across_devices=gather_across_devices,
+            show_progress_bar=show_progress_bar,
+        )
         self.temperature = temperature
 
 
@@ -133,8 +148,13 @@ class Distillation(_Checked, MultiVectorDistillKLDivLoss):
         mini_batch_size: rows per forward pass while embedding, None for one pass.
     """
 
-    def __init__(self, model, normalize_scores: bool = False, temperature: float = 1.0,
-                 mini_batch_size: int | None = None) -> None:
-        super().__init__(model, similarity_fct=partial(colbert_kd_scores, length_normalize=normalize_scores),
-                         temperature=temperature, mini_batch_size=mini_batch_size)
+    def __init__(
+        self, model, normalize_scores: bool = False, temperature: float = 1.0, mini_batch_size: int | None = None
+    ) -> None:
+        super().__init__(
+            model,
+            similarity_fct=partial(colbert_kd_scores, length_normalize=normalize_scores),
+            temperature=temperature,
+            mini_batch_size=mini_batch_size,
+        )
         self.normalize_scores = normalize_scores

@@ -8,26 +8,27 @@ What comes out: :func:`evaluate` gives a one-row pandas table with the seed metr
 ``MaxSim_accuracy@1`` ... ``MaxSim_map@100`` (the prefix is a parameter).
 
 Conventions are trec_eval's, as ranx implements them: nDCG uses linear gains (the grade itself), and a
-document is relevant when its grade is >= 1. TREC Deep Learning counts grade >= 2 as relevant for
-binary metrics: pass ``relevance_level=2`` and every metric but nDCG uses that level. Queries with no
-judgement of grade >= 1 are left out, as trec_eval leaves them out. A judged query missing from the
-run scores 0 on every metric by default (``missing="zero"``, trec_eval's ``-c``, as ranx does, so
-a run cannot gain by skipping hard queries); ``missing="skip"`` averages over the judged queries the
-run holds (trec_eval without ``-c``; BEIR's ``EvaluateRetrieval``). A collection's own metrics
-(:func:`workbench.evaluation.evaluate_collection`) are computed on ``collection.judged_qrels``, the
-judged queries that have a text, so both choices agree there. A NaN score raises ``ValueError``: it
-has no rank.
+document is relevant when its grade is >= 1 (:func:`workbench.data.is_relevant`). TREC Deep Learning
+counts grade >= 2 as relevant for binary metrics: pass ``relevance_level=2`` and every metric but nDCG
+uses that level. Queries with no judgement of grade >= 1 are left out, as trec_eval leaves them out.
+A judged query missing from the run scores 0 on every metric by default (``missing="zero"``,
+trec_eval's ``-c``, as ranx does, so a run cannot gain by skipping hard queries); ``missing="skip"``
+averages over the judged queries the run holds (trec_eval without ``-c``; BEIR's
+``EvaluateRetrieval``). A collection's own metrics (:func:`workbench.evaluation.evaluate_collection`)
+are computed on ``collection.judged_qrels``, the judged queries that have a text, so both choices
+agree there. A NaN score raises ``ValueError``: it has no rank.
 
 ranx compiles its kernels with numba on first use (cached on disk by numba): once per process, never
 per call.
 
-Example::
+Example (a doctest, run by ``tests/test_doctests.py``)::
 
-    from workbench import metrics
-
-    qrels = {"q1": {"d1": 1, "d2": 0}}
-    run = {"q1": {"d2": 2.0, "d1": 1.0}}
-    print(metrics.evaluate(qrels, run)[["MaxSim_mrr@10", "MaxSim_ndcg@10"]])  # 0.5, 0.6309
+    >>> from workbench import metrics
+    >>> qrels = {"q1": {"d1": 1, "d2": 0}}
+    >>> run = {"q1": {"d2": 2.0, "d1": 1.0}}
+    >>> table = metrics.evaluate(qrels, run)
+    >>> table[["MaxSim_mrr@10", "MaxSim_ndcg@10"]].round(4).iloc[0].tolist()   # the relevant one is 2nd
+    [0.5, 0.6309]
 """
 
 from __future__ import annotations
@@ -40,6 +41,23 @@ from contextlib import contextmanager
 from typing import Any
 
 import pandas as pd
+
+from workbench.data import is_relevant
+
+__all__ = [
+    "MISSING",
+    "PRIMARY_METRIC",
+    "SEED_METRICS",
+    "SIMILARITY",
+    "comparable",
+    "compare",
+    "evaluate",
+    "fuse",
+    "load_run",
+    "per_query",
+    "run_from_results",
+    "save_run",
+]
 
 # (name in the card, ranx metric); the order is the seed cards' order.
 SEED_METRICS = [
@@ -113,7 +131,7 @@ def comparable(qrels: Any, run: Any, missing: str = "zero"):
     judged = {
         query_id: {doc_id: int(grade) for doc_id, grade in judgements.items()}
         for query_id, judgements in qrels_dict.items()
-        if any(grade >= 1 for grade in judgements.values())
+        if any(is_relevant(grade) for grade in judgements.values())
     }
     if not judged:
         raise ValueError("No query has a judgement of grade >= 1: there is nothing to evaluate.")
@@ -194,21 +212,33 @@ def compare(
     ranx_metrics = [_with_level(metric, relevance_level) for metric in metrics]
     with _quiet_numba():
         report = ranx_compare(qrels_ranx, ranx_runs, ranx_metrics, stat_test=test, max_p=max_p, rounding_digits=4)
-    table = pd.DataFrame({name: {metric: report.results[name][ranx_name] for metric, ranx_name in zip(metrics, ranx_metrics)}
-                          for name in names}).T
+    table = pd.DataFrame(
+        {
+            name: {metric: report.results[name][ranx_name] for metric, ranx_name in zip(metrics, ranx_metrics)}
+            for name in names
+        }
+    ).T
     column = f"significant vs {baseline} (p<{max_p})"
     table[column] = [
-        "" if name == baseline else ", ".join(
-            metric for metric, ranx_name in zip(metrics, ranx_metrics)
+        ""
+        if name == baseline
+        else ", ".join(
+            metric
+            for metric, ranx_name in zip(metrics, ranx_metrics)
             if report.comparisons[name, baseline][ranx_name]["significant"]
-        ) or "none"
+        )
+        or "none"
         for name in names
     ]
     return table
 
 
-def fuse(runs: Sequence[Mapping[str, Mapping[str, float]]], method: str = "rrf", norm: str = "min-max",
-         params: dict | None = None) -> dict:
+def fuse(
+    runs: Sequence[Mapping[str, Mapping[str, float]]],
+    method: str = "rrf",
+    norm: str = "min-max",
+    params: dict | None = None,
+) -> dict:
     """Fuse runs (ranx ``fuse``: ``"rrf"``, ``"wsum"``, ``"combsum"``, ...) into one run dict."""
     from ranx import Run
     from ranx import fuse as ranx_fuse

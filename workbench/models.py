@@ -45,6 +45,8 @@ from tqdm.auto import tqdm
 from transformers import AddedToken
 from transformers.utils import logging as transformers_logging
 
+__all__ = ["ColBERT", "load_model", "default_model_path", "DEFAULT_BASE"]
+
 PUNCTUATION = list(string.punctuation)
 
 # PyLate's defaults for a model built from a plain base.
@@ -274,7 +276,9 @@ class ColBERT(MultiVectorEncoder):
         Sentence Transformers' ``task=`` form is accepted too.
         """
         if (sentences is None) == (inputs is None):
-            raise TypeError("encode() takes the texts once: as `sentences` (PyLate) or `inputs` (Sentence Transformers).")
+            raise TypeError(
+                "encode() takes the texts once: as `sentences` (PyLate) or `inputs` (Sentence Transformers)."
+            )
         texts = sentences if sentences is not None else inputs
         if is_query is not None and not isinstance(is_query, (bool, np.bool_)):
             raise TypeError(f"is_query must be True or False, got {is_query!r}.")
@@ -296,8 +300,15 @@ class ColBERT(MultiVectorEncoder):
             if token_pooling is not None:
                 raise ValueError("Pass either pool_factor or token_pooling, not both.")
             token_pooling = HierarchicalTokenPooling(pool_factor, num_protected_tokens=1, normalize_embeddings=False)
-        settings = dict(prompt_name=prompt_name, prompt=prompt, batch_size=batch_size, convert_to_numpy=convert_to_numpy,
-                        token_pooling=token_pooling, task=task, **kwargs)
+        settings = dict(
+            prompt_name=prompt_name,
+            prompt=prompt,
+            batch_size=batch_size,
+            convert_to_numpy=convert_to_numpy,
+            token_pooling=token_pooling,
+            task=task,
+            **kwargs,
+        )
         chunk = 4 * batch_size
         if not show_progress_bar or isinstance(texts, str) or len(texts) <= chunk or kwargs.get("convert_to_tensor"):
             return super().encode(inputs=texts, show_progress_bar=show_progress_bar, **settings)
@@ -365,16 +376,25 @@ def _loading_errors(name_or_path: str | None):
         yield
     except json.JSONDecodeError as error:
         folder = Path(str(name_or_path))
-        broken = [path.name for path in sorted(folder.glob("**/*.json")) if not _parses(path)] if folder.is_dir() else []
-        raise ValueError(f"{name_or_path}: {', '.join(broken) or 'a JSON file'} is not valid JSON ({error}); "
-                         "the checkpoint is damaged or was not fully written. Save or download it again.") from None
+        broken = (
+            [path.name for path in sorted(folder.glob("**/*.json")) if not _parses(path)] if folder.is_dir() else []
+        )
+        raise ValueError(
+            f"{name_or_path}: {', '.join(broken) or 'a JSON file'} is not valid JSON ({error}); "
+            "the checkpoint is damaged or was not fully written. Save or download it again."
+        ) from None
     except OSError as error:
         if name_or_path is None or Path(name_or_path).exists():
             raise
-        hub = ("the hub was not asked: HF_HUB_OFFLINE is set" if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
-               else f"the Hugging Face hub has no model {name_or_path!r} or cannot be reached ({error})")
-        raise OSError(f"No model {name_or_path!r}: there is no folder {Path(name_or_path).resolve()}, and {hub}. "
-                      "Give the path of a local model folder or a hub id.") from error
+        hub = (
+            "the hub was not asked: HF_HUB_OFFLINE is set"
+            if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
+            else f"the Hugging Face hub has no model {name_or_path!r} or cannot be reached ({error})"
+        )
+        raise OSError(
+            f"No model {name_or_path!r}: there is no folder {Path(name_or_path).resolve()}, and {hub}. "
+            "Give the path of a local model folder or a hub id."
+        ) from error
 
 
 def _parses(path: Path) -> bool:
@@ -392,7 +412,6 @@ def _check_texts(texts: Any) -> None:
             raise TypeError(f"Text {position} is {type(text).__name__}, not str.")
         if not text.strip():
             raise ValueError(f"Text {position} is empty: an empty text has no tokens to embed.")
-
 
 
 def _base_model_name(name_or_path: str) -> str:

@@ -45,8 +45,15 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["Rule", "Tolerances", "compare_cells", "kernel_variant", "pytest_addoption", "pytest_collect_file",
-           "pytest_terminal_summary"]
+__all__ = [
+    "Rule",
+    "Tolerances",
+    "compare_cells",
+    "kernel_variant",
+    "pytest_addoption",
+    "pytest_collect_file",
+    "pytest_terminal_summary",
+]
 
 TOLERATED = pytest.StashKey[list]()
 NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?!\w)(?!\.\d)")
@@ -66,7 +73,9 @@ class Rule:
         return abs(actual - expected) <= self.absolute + self.relative * abs(expected)
 
     def describe(self) -> str:
-        bounds = [f"absolute {self.absolute:g}"] * bool(self.absolute) + [f"relative {self.relative:g}"] * bool(self.relative)
+        bounds = [f"absolute {self.absolute:g}"] * bool(self.absolute) + [f"relative {self.relative:g}"] * bool(
+            self.relative
+        )
         return f"{self.name} ({', '.join(bounds)})"
 
 
@@ -89,9 +98,16 @@ class Tolerances:
         for entry in config.get("tolerances", []):
             if not entry.get("why"):
                 raise ValueError(f"{path}: the tolerance {entry.get('name')!r} needs a 'why'.")
-            rules.append(Rule(name=entry["name"], where=re.compile(entry["where"], re.IGNORECASE),
-                              absolute=float(entry.get("absolute", 0)), relative=float(entry.get("relative", 0)),
-                              ties=bool(entry.get("ties", False)), why=entry["why"]))
+            rules.append(
+                Rule(
+                    name=entry["name"],
+                    where=re.compile(entry["where"], re.IGNORECASE),
+                    absolute=float(entry.get("absolute", 0)),
+                    relative=float(entry.get("relative", 0)),
+                    ties=bool(entry.get("ties", False)),
+                    why=entry["why"],
+                )
+            )
         return cls(replace, rules)
 
     def sanitize(self, text: str) -> str:
@@ -107,8 +123,9 @@ class Tolerances:
 # Values: a piece of text with the context that decides its tolerance
 
 
-def _compare_text(expected: str, actual: str, context: str | None, tolerances: Tolerances,
-                  where: str) -> tuple[list[str], list[str], list[str]]:
+def _compare_text(
+    expected: str, actual: str, context: str | None, tolerances: Tolerances, where: str
+) -> tuple[list[str], list[str], list[str]]:
     """(exact differences, numbers beyond their tolerance, tolerated differences) of one line or cell.
 
     ``context`` picks a number's rule; None means the text before the number on its line.
@@ -128,8 +145,10 @@ def _compare_text(expected: str, actual: str, context: str | None, tolerances: T
         elif rule.admits(float(number[0]), float(got_number[0])):
             tolerated.append(f"{where}: {number[0]} -> {got_number[0]} within {rule.describe()}")
         else:
-            beyond.append(f"{where}: expected {number[0]}, got {got_number[0]}, beyond {rule.describe()}"
-                          f" in {expected.strip()[:120]!r}")
+            beyond.append(
+                f"{where}: expected {number[0]}, got {got_number[0]}, beyond {rule.describe()}"
+                f" in {expected.strip()[:120]!r}"
+            )
     return exact, beyond, tolerated
 
 
@@ -158,9 +177,12 @@ def _compare_lines(expected: str, actual: str, tolerances: Tolerances, where: st
             found = [([f"{where}, line {number}: expected {wanted!r}, got {got!r}"], [], [])]
         else:
             labels = header + [""] * len(cells)
-            found = [_compare_text(cell, got_cell, f"{label} {cells[0]}", tolerances,
-                                   f"{where}, line {number}, column {label!r}")
-                     for cell, got_cell, label in zip(cells, _pipe_cells(got), labels)]
+            found = [
+                _compare_text(
+                    cell, got_cell, f"{label} {cells[0]}", tolerances, f"{where}, line {number}, column {label!r}"
+                )
+                for cell, got_cell, label in zip(cells, _pipe_cells(got), labels)
+            ]
         for exact, beyond, fine in found:
             failures += exact + beyond
             tolerated += fine
@@ -236,7 +258,9 @@ def _compare_tables(expected: str, actual: str, tolerances: Tolerances, where: s
             rule = tolerances.rule_for(context) if tag == "td" else None
             tied = tied or bool(rule and rule.ties and not found[1] and NUMBER.fullmatch(text.strip()))
         if exact and tied:
-            tolerated += [f"{difference} (a near tie: the row's score agrees within its tolerance)" for difference in exact]
+            tolerated += [
+                f"{difference} (a near tie: the row's score agrees within its tolerance)" for difference in exact
+            ]
         else:
             failures += exact
     return failures, tolerated
@@ -250,8 +274,12 @@ def _outputs(cell) -> list[dict]:
     """The cell's outputs with consecutive chunks of one stream joined (their split is not a result)."""
     joined = []
     for output in cell.get("outputs", []):
-        if (output["output_type"] == "stream" and joined and joined[-1]["output_type"] == "stream"
-                and joined[-1]["name"] == output["name"]):
+        if (
+            output["output_type"] == "stream"
+            and joined
+            and joined[-1]["output_type"] == "stream"
+            and joined[-1]["name"] == output["name"]
+        ):
             joined[-1] = {**joined[-1], "text": joined[-1]["text"] + output["text"]}
         else:
             joined.append(output)
@@ -283,8 +311,10 @@ def compare_cells(expected, actual, tolerances: Tolerances, where: str = "") -> 
     """(failures, tolerated differences) between a committed code cell and the same cell run again."""
     errors = [output for output in actual.get("outputs", []) if output["output_type"] == "error"]
     if errors:
-        return [f"{where}: the cell raised {errors[0]['ename']}: {errors[0]['evalue']}\n"
-                + re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(errors[0].get("traceback", [])))], []
+        return [
+            f"{where}: the cell raised {errors[0]['ename']}: {errors[0]['evalue']}\n"
+            + re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(errors[0].get("traceback", [])))
+        ], []
     wanted, got = _outputs(expected), _outputs(actual)
     kinds = [_describe(output) for output in wanted], [_describe(output) for output in got]
     if [kind.split(" [")[0] for kind in kinds[0]] != [kind.split(" [")[0] for kind in kinds[1]]:
@@ -325,7 +355,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 
 def pytest_collect_file(file_path, parent):
-    if parent.config.getoption("nbcheck") and file_path.suffix == ".ipynb" and ".ipynb_checkpoints" not in file_path.parts:
+    if (
+        parent.config.getoption("nbcheck")
+        and file_path.suffix == ".ipynb"
+        and ".ipynb_checkpoints" not in file_path.parts
+    ):
         return NotebookFile.from_parent(parent, path=file_path)
     return None
 
@@ -350,8 +384,13 @@ class NotebookFile(pytest.File):
             for cell in fresh.cells:
                 if cell.cell_type == "code":
                     cell.outputs, cell.execution_count = [], None
-            execute(fresh, self.path.parent, timeout=self.config.getoption("nbcheck_cell_timeout"),
-                    record_timing=False, allow_errors=True)
+            execute(
+                fresh,
+                self.path.parent,
+                timeout=self.config.getoption("nbcheck_cell_timeout"),
+                record_timing=False,
+                allow_errors=True,
+            )
             self._executed = fresh
         return self._executed
 
@@ -395,9 +434,14 @@ def kernel_variant() -> dict[str, str]:
     import numpy as np
 
     core = getattr(np, "_core", None) or np.core  # numpy 2 moved its internals to numpy._core
-    return {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-            "NPY_DISABLE_CPU_FEATURES": ",".join(core._multiarray_umath.__cpu_dispatch__),
-            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return {
+        "ATEN_CPU_CAPABILITY": "default",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "NPY_DISABLE_CPU_FEATURES": ",".join(core._multiarray_umath.__cpu_dispatch__),
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
 
 
 if __name__ == "__main__":

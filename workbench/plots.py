@@ -25,6 +25,8 @@ from matplotlib.patches import Rectangle
 
 from workbench.explain import TokenMatches
 
+__all__ = ["loss_curve", "metric_bars", "recall_latency", "maxsim_heatmap"]
+
 
 def loss_curve(histories: Mapping[str, pd.DataFrame], title: str = "Training loss") -> plt.Figure:
     """Loss against step, one line per named history (``step`` and ``loss`` columns)."""
@@ -40,8 +42,9 @@ def loss_curve(histories: Mapping[str, pd.DataFrame], title: str = "Training los
     return figure
 
 
-def metric_bars(table: pd.DataFrame, metric: str, dataset_column: str = "dataset",
-                model_column: str = "model") -> plt.Figure:
+def metric_bars(
+    table: pd.DataFrame, metric: str, dataset_column: str = "dataset", model_column: str = "model"
+) -> plt.Figure:
     """Grouped bars of ``metric``: one group per dataset, one bar per model, values written on top."""
     for column in (dataset_column, model_column, metric):
         if column not in table.columns:
@@ -61,8 +64,9 @@ def metric_bars(table: pd.DataFrame, metric: str, dataset_column: str = "dataset
     return figure
 
 
-def recall_latency(sweep: pd.DataFrame, recall_column: str | None = None,
-                   exact_ms_per_query: float | None = None) -> plt.Figure:
+def recall_latency(
+    sweep: pd.DataFrame, recall_column: str | None = None, exact_ms_per_query: float | None = None
+) -> plt.Figure:
     """Recall against ms per query, each point labelled with its search settings (the sweep's other
     columns, for example ``k_token/n_full_scores`` for Voyager, ``n_ivf_probe/n_full_scores`` for PLAID).
 
@@ -76,13 +80,23 @@ def recall_latency(sweep: pd.DataFrame, recall_column: str | None = None,
     figure, axes = plt.subplots(figsize=(6, 3.4))
     axes.plot(ordered["ms_per_query"], ordered[recall_column], marker="o")
     for _, row in ordered.iterrows():
-        axes.annotate("/".join(str(int(row[c])) for c in knobs), (row["ms_per_query"], row[recall_column]),
-                      textcoords="offset points", xytext=(4, -10), fontsize=7)
+        axes.annotate(
+            "/".join(str(int(row[c])) for c in knobs),
+            (row["ms_per_query"], row[recall_column]),
+            textcoords="offset points",
+            xytext=(4, -10),
+            fontsize=7,
+        )
     if exact_ms_per_query is not None:
-        axes.axvline(exact_ms_per_query, color="grey", linestyle="--", label=f"exact search ({exact_ms_per_query:.1f} ms)")
+        axes.axvline(
+            exact_ms_per_query, color="grey", linestyle="--", label=f"exact search ({exact_ms_per_query:.1f} ms)"
+        )
         axes.legend(fontsize=8, loc="lower right")
-    axes.set(xlabel="ms per query", ylabel=f"{recall_column} of exact top-k",
-             title=f"Recall against latency (labels: {'/'.join(knobs)})")
+    axes.set(
+        xlabel="ms per query",
+        ylabel=f"{recall_column} of exact top-k",
+        title=f"Recall against latency (labels: {'/'.join(knobs)})",
+    )
     axes.grid(alpha=0.3)
     figure.tight_layout()
     return figure
@@ -104,7 +118,9 @@ def maxsim_heatmap(matches: TokenMatches, title: str | None = None, max_document
             axes.add_patch(Rectangle((column - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.2))
     axes.set_yticks(range(len(matches.query_tokens)), matches.query_tokens, fontsize=7)
     axes.set_xticks(range(len(document_tokens)), document_tokens, rotation=90, fontsize=7)
-    axes.set_title(title or f"Token-level MaxSim (score {matches.score:.2f}; red: each query token's match)", fontsize=9)
+    axes.set_title(
+        title or f"Token-level MaxSim (score {matches.score:.2f}; red: each query token's match)", fontsize=9
+    )
     figure.colorbar(image, ax=axes, fraction=0.03, pad=0.01)
     figure.tight_layout()
     return figure

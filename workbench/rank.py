@@ -21,8 +21,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-
 from workbench.scores import colbert_scores, pack, top_k
+
+__all__ = ["rerank"]
 
 
 def rerank(

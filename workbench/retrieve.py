@@ -1,7 +1,8 @@
 """Retrieval over an index, in PyLate's shape.
 
-What goes in: any :class:`~workbench.indexes.Index` (Exact, Voyager, PLAID or your own) and query embeddings (a list of ``[n_tokens, dim]`` arrays, as ``model.encode(..., is_query=True)``
-gives, or a padded tensor).
+What goes in: any :class:`~workbench.indexes.Index` (Exact, Voyager, PLAID or your own) and query
+embeddings (a list of ``[n_tokens, dim]`` arrays, as ``model.encode(..., is_query=True)`` gives, or a
+padded tensor).
 
 What comes out: per query, a list of ``{"id": document id, "score": MaxSim}``, best first. One call
 reads one committed state of the index, even while another process adds or removes documents.
@@ -15,6 +16,8 @@ Example::
     # [[{"id": "3", "score": 11.27}, {"id": "1", "score": 10.30}, ...], ...]
 
 :func:`exact` ranks in-memory embeddings by exact MaxSim without an index (the ground truth).
+:func:`search_collection` runs a model's search of a :class:`~workbench.data.Collection` (its judged
+queries over its corpus, :func:`encode_corpus` encoding the corpus) and returns a ranx-ready run.
 :func:`recall_latency` sweeps the search settings of any index (its own ``sweep``, or yours): recall
 of the exact top-k against milliseconds per query (the curve ``workbench.plots.recall_latency`` draws), and
 :func:`compare_indexes` builds several indexes and measures bytes, build time, latency and recall.
@@ -22,6 +25,7 @@ of the exact top-k against milliseconds per query (the curve ``workbench.plots.r
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -30,12 +34,24 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from workbench import indexes, metrics
+from workbench.data import Collection
 from workbench.indexes.base import check_positive
 from workbench.indexes.voyager import Voyager
+from workbench.measure import best_ms
 from workbench.scores import colbert_scores, pack, top_k
 
-
-__all__ = ["ColBERT", "SWEEP", "compare_indexes", "exact", "recall_at", "recall_latency", "timed_retrieve"]
+__all__ = [
+    "ColBERT",
+    "SWEEP",
+    "compare_indexes",
+    "encode_corpus",
+    "exact",
+    "recall_at",
+    "recall_latency",
+    "search_collection",
+    "timed_retrieve",
+]
 
 
 class ColBERT:
@@ -89,14 +105,20 @@ class ColBERT:
         results = []
         for start in range(0, len(queries), batch_size):
             batch = queries.select(range(start, min(start + batch_size, len(queries))))
-            for positions, scores in self.index.search(batch, k, subset=mask, snapshot=snapshot, device=device,
-                                                       **settings):
+            for positions, scores in self.index.search(
+                batch, k, subset=mask, snapshot=snapshot, device=device, **settings
+            ):
                 results.append([{"id": snapshot.ids[p], "score": float(s)} for p, s in zip(positions, scores)])
         return results
 
 
-def exact(queries_embeddings: Any, documents_embeddings: Any, document_ids: Sequence[str], k: int = 10,
-          device: str | None = None) -> list[list[dict[str, Any]]]:
+def exact(
+    queries_embeddings: Any,
+    documents_embeddings: Any,
+    document_ids: Sequence[str],
+    k: int = 10,
+    device: str | None = None,
+) -> list[list[dict[str, Any]]]:
     """The ``k`` best documents per query by exact MaxSim over every document, in memory.
 
     The ground truth an index is measured against, without writing one: ``documents_embeddings``
@@ -110,8 +132,51 @@ def exact(queries_embeddings: Any, documents_embeddings: Any, document_ids: Sequ
     if len(documents) != len(document_ids):
         raise ValueError(f"{len(documents)} document embeddings for {len(document_ids)} document ids.")
     scores = colbert_scores(queries_embeddings, documents, device=device).numpy()
-    return [[{"id": document_ids[p], "score": float(s)} for p, s in zip(positions, row)]
-            for positions, row in top_k(scores, k)]
+    return [
+        [{"id": document_ids[p], "score": float(s)} for p, s in zip(positions, row)]
+        for positions, row in top_k(scores, k)
+    ]
+
+
+def search_collection(
+    model,
+    collection: Collection,
+    depth: int = 100,
+    batch_size: int = 32,
+    show_progress_bar: bool = False,
+    index: str | type = "exact",
+    documents_embeddings: Sequence[Any] | None = None,
+) -> dict:
+    """The run (query id -> {document id: MaxSim}) of the judged queries over the whole corpus.
+
+    ``index="exact"`` (default) scores every document with exact MaxSim in memory. Any other kind
+    (``"voyager"``, ``"plaid"``, a name in :data:`workbench.indexes.KINDS`, or an
+    :class:`~workbench.indexes.Index` subclass, built with its defaults) is built in a temporary
+    folder and retrieved from. ``documents_embeddings`` (the corpus encoded by ``model``, in corpus
+    order) skips encoding it.
+    """
+    is_exact = indexes.kind_of(index) is indexes.Exact  # an unknown kind fails here, before any encoding
+    document_ids = collection.document_ids()
+    query_ids = list(collection.judged_queries)
+    documents = documents_embeddings
+    if documents is None:
+        documents = encode_corpus(model, collection, batch_size, show_progress_bar)
+    elif len(documents) != len(document_ids):
+        raise ValueError(f"{len(documents)} document embeddings for a corpus of {len(document_ids)}.")
+    queries = model.encode([collection.queries[q] for q in query_ids], is_query=True, batch_size=batch_size)
+    if is_exact:
+        return metrics.run_from_results(query_ids, exact(queries, documents, document_ids, k=depth))
+    with tempfile.TemporaryDirectory(prefix="workbench-eval-") as folder:
+        built = indexes.make(index, folder, "index")
+        built.add_documents(document_ids, documents)
+        run = metrics.run_from_results(query_ids, ColBERT(built).retrieve(queries, k=depth))
+        built.close()
+    return run
+
+
+def encode_corpus(model, collection: Collection, batch_size: int = 32, show_progress_bar: bool = False) -> list:
+    """The collection's documents encoded by ``model``, in corpus order (:meth:`~workbench.data.Collection.texts`)."""
+    return model.encode(collection.texts(), is_query=False, batch_size=batch_size, show_progress_bar=show_progress_bar)
 
 
 # Voyager's (k_token, n_full_scores) pairs from cheap to thorough, kept for older callers; every
@@ -119,9 +184,14 @@ def exact(queries_embeddings: Any, documents_embeddings: Any, document_ids: Sequ
 SWEEP = tuple((s["k_token"], s["n_full_scores"]) for s in Voyager.sweep)
 
 
-def recall_latency(index, queries_embeddings: Any, reference: Sequence[Sequence[str]], k: int = 10,
-                   settings: Sequence[dict[str, int] | tuple[int, int]] | None = None,
-                   repeats: int = 3) -> pd.DataFrame:
+def recall_latency(
+    index,
+    queries_embeddings: Any,
+    reference: Sequence[Sequence[str]],
+    k: int = 10,
+    settings: Sequence[dict[str, int] | tuple[int, int]] | None = None,
+    repeats: int = 3,
+) -> pd.DataFrame:
     """Recall of the exact top-``k`` against milliseconds per query, for each search setting.
 
     ``reference``: per query, the ids exact MaxSim ranks in its top ``k`` (what a perfect index
@@ -143,9 +213,15 @@ def recall_latency(index, queries_embeddings: Any, reference: Sequence[Sequence[
     return pd.DataFrame(rows)
 
 
-def compare_indexes(contenders: Mapping[str, Callable[[], Any]], document_ids: Sequence[str], documents_embeddings: Any,
-                    queries_embeddings: Any, reference: Sequence[Sequence[str]], k: int = 10,
-                    repeats: int = 3) -> pd.DataFrame:
+def compare_indexes(
+    contenders: Mapping[str, Callable[[], Any]],
+    document_ids: Sequence[str],
+    documents_embeddings: Any,
+    queries_embeddings: Any,
+    reference: Sequence[Sequence[str]],
+    k: int = 10,
+    repeats: int = 3,
+) -> pd.DataFrame:
     """Build each index and measure it at its default settings: one row per contender.
 
     ``contenders`` maps a display name to a function that creates an empty index (any
@@ -163,9 +239,13 @@ def compare_indexes(contenders: Mapping[str, Callable[[], Any]], document_ids: S
         index.add_documents(document_ids, [documents[i] for i in range(len(documents))])
         build_seconds = time.perf_counter() - started
         ms_per_query, results = timed_retrieve(ColBERT(index), queries, k, repeats)
-        rows[name] = {"build_seconds": build_seconds, "megabytes": index.nbytes / 1e6,
-                      "bytes per token": index.nbytes / len(documents.tokens), "ms_per_query": ms_per_query,
-                      f"recall@{k}": recall_at(results, reference, k)}
+        rows[name] = {
+            "build_seconds": build_seconds,
+            "megabytes": index.nbytes / 1e6,
+            "bytes per token": index.nbytes / len(documents.tokens),
+            "ms_per_query": ms_per_query,
+            f"recall@{k}": recall_at(results, reference, k),
+        }
         index.close()
     return pd.DataFrame.from_dict(rows, orient="index")
 
@@ -175,15 +255,18 @@ def timed_retrieve(retriever: ColBERT, queries, k: int, repeats: int, **settings
     machine are noisy upwards, so the best pass is the one closest to the cost."""
     queries = pack(queries)
     retriever.retrieve(queries.select(range(min(2, len(queries)))), k=k, **settings)
-    timings = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        results = retriever.retrieve(queries, k=k, **settings)
-        timings.append((time.perf_counter() - started) * 1000 / max(len(queries), 1))
-    return min(timings), results
+    return best_ms(
+        lambda: retriever.retrieve(queries, k=k, **settings), repeats, per=max(len(queries), 1), warm_up=False
+    )
 
 
 def recall_at(results: Sequence[Sequence[dict]], reference: Sequence[Sequence[str]], k: int) -> float:
     """Mean fraction of each query's reference top ``k`` that ``results`` found."""
-    return float(np.mean([len({hit["id"] for hit in hits} & set(truth[:k])) / min(k, len(truth) or 1)
-                          for hits, truth in zip(results, reference)]))
+    return float(
+        np.mean(
+            [
+                len({hit["id"] for hit in hits} & set(truth[:k])) / min(k, len(truth) or 1)
+                for hits, truth in zip(results, reference)
+            ]
+        )
+    )

@@ -1,21 +1,18 @@
 """Run folders: how the notebooks hand their work to each other, and what a run records.
 
-A run folder (under ``runs/``, git-ignored) holds one pass of the pipeline::
-
-    runs/20261123-201500/
-        steps/<notebook>.json   each step's parameters, versions, seconds and headline results
-        data/                   training triplets, distillation rows, evaluation collections (BEIR)
-        models/<name>/          trained models (Sentence Transformers folders, with their cards)
-        index/                  the Voyager index
-        index-comparison/       Exact, Voyager and PLAID indexes of notebook 04's comparison
-        results/<name>.csv      tables; results/*.trec runs
-        plots/<name>.png        figures
-        notebooks/              the executed notebooks (``make run``)
+A run folder (under ``runs/``, git-ignored) holds one pass of the pipeline, ``runs/<timestamp>/``:
+``steps/<notebook>.json`` (each step's parameters, versions, seconds, headline results and the
+outputs later steps read), then what :data:`ARTIFACTS` lists, each with the notebook that makes it
+(:func:`contract` shows it as a table), and ``notebooks/``, the executed notebooks (``make run``).
 
 ``runs/latest`` points at the newest run. Notebook 01 starts a run (:func:`start_run`); the others
 open one (:func:`open_run`): the one given, else ``$WORKBENCH_RUN``, else ``runs/latest``. What a
 step needs and cannot find raises :class:`MissingStepError`, naming the notebook that makes it.
 ``$WORKBENCH_RUNS`` moves the whole ``runs/`` folder (tests use it).
+
+A step's record keeps two things apart: ``results``, the headline a person reads (a notebook shows
+it, the pipeline's summary prints it, its keys are display text), and ``outputs``, the values a later
+step reads (:meth:`Run.output`), with stable keys. Code never reads ``results``.
 
 Profiles (:data:`PROFILES`) hold the defaults of every notebook parameter: ``quick`` runs the
 chain on the embedded default data and model in minutes, ``full`` is for real experiments.
@@ -27,7 +24,7 @@ Example::
     run = runs.start_run()                       # runs/<timestamp>, and runs/latest -> it
     settings = runs.settings("quick", contrastive_steps=100)
     run.record("02_contrastive_training", settings, {"ndcg@10": 0.71})
-    runs.open_run().require("models/contrastive", made_by="02_contrastive_training.ipynb")
+    runs.open_run().require("models/contrastive")   # or MissingStepError: "... 02_contrastive_training.ipynb makes it"
 """
 
 from __future__ import annotations
@@ -43,21 +40,38 @@ from typing import Any
 import pandas as pd
 
 from workbench.data import NANOBEIR_DATASETS
+from workbench.provenance import versions
+
+__all__ = [
+    "PROFILES",
+    "ARTIFACTS",
+    "TIME_UNITS",
+    "MissingStepError",
+    "Run",
+    "contract",
+    "maker_of",
+    "open_run",
+    "runs_root",
+    "settings",
+    "setup_display",
+    "start_run",
+    "with_time_units",
+]
 
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
         "seed": 0,
-        "data": "docstrings",            # the embedded standard-library docstring set
-        "base_model": None,              # None: the embedded all-MiniLM-L6-v2 (offline)
+        "data": "docstrings",  # the embedded standard-library docstring set
+        "base_model": None,  # None: the embedded all-MiniLM-L6-v2 (offline)
         "contrastive_steps": 30,
         "contrastive_batch_size": 16,
-        "contrastive_negatives": 1,      # BM25 hard negatives per query, besides in-batch negatives
+        "contrastive_negatives": 1,  # BM25 hard negatives per query, besides in-batch negatives
         "distillation_steps": 20,
         "distillation_batch_size": 8,
-        "distillation_queries": 160,     # training queries the teacher scores (20 steps of 8)
-        "distillation_negatives": 3,     # BM25 negatives per query the teacher scores with the positive
-        "teacher": None,                 # None: the contrastive model of notebook 02
-        "evaluation_datasets": None,     # None: the run's own evaluation collections (data/eval)
+        "distillation_queries": 160,  # training queries the teacher scores (20 steps of 8)
+        "distillation_negatives": 3,  # BM25 negatives per query the teacher scores with the positive
+        "teacher": None,  # None: the contrastive model of notebook 02
+        "evaluation_datasets": None,  # None: the run's own evaluation collections (data/eval)
         "learning_rate": 3e-5,
         # Its outputs are committed and compared on every machine: the CPU everywhere, GPU or not.
         "device": "cpu",
@@ -71,14 +85,53 @@ PROFILES: dict[str, dict[str, Any]] = {
         "contrastive_negatives": 1,
         "distillation_steps": 2000,
         "distillation_batch_size": 16,
-        "distillation_queries": None,    # all of them
+        "distillation_queries": None,  # all of them
         "distillation_negatives": 8,
         "teacher": "cross-encoder/ms-marco-MiniLM-L-6-v2",
         "evaluation_datasets": list(NANOBEIR_DATASETS),
         "learning_rate": 3e-5,
-        "device": None,                  # None: CUDA, else MPS, else the CPU
+        "device": None,  # None: CUDA, else MPS, else the CPU
     },
 }
+
+
+# The run-folder contract: every artifact a notebook leaves for others, the step that makes it, what it holds.
+# A path under an artifact (``index/<collection>``) is made by the same step.
+ARTIFACTS: dict[str, tuple[str, str]] = {
+    "data/train": ("01_build_dataset", "the training collection, a BEIR folder"),
+    "data/eval": ("01_build_dataset", "evaluation collections, one BEIR folder each (the test split, its crops)"),
+    "data/triplets": ("01_build_dataset", "contrastive triplets with hard negatives (a datasets folder)"),
+    "models/contrastive": ("02_contrastive_training", "the contrastive model (a Sentence Transformers folder)"),
+    "results/history-contrastive.csv": ("02_contrastive_training", "loss and evaluation per step"),
+    "models/distilled": ("03_distillation", "the distilled model"),
+    "results/history-distillation.csv": ("03_distillation", "loss and evaluation per step"),
+    "index": ("04_indexing", "a Voyager index per test collection, index/<collection>"),
+    "index-comparison": ("04_indexing", "the Exact, Voyager and PLAID indexes compared"),
+    "results/recall-latency.csv": ("04_indexing", "the recall-against-latency sweep"),
+    "results/index-comparison.csv": ("04_indexing", "bytes, build time, latency and recall per index"),
+    "results/retrieval.csv": ("05_retrieval_and_rerank", "retrieval and rerank metrics per system"),
+    "results/evaluation.csv": ("06_nanobeir_evaluation", "metrics per model and dataset"),
+    "card": ("07_model_card", "the model card (README.md)"),
+}
+
+
+def maker_of(part: str) -> str | None:
+    """The notebook (file name) that makes ``part`` of a run folder by :data:`ARTIFACTS`, else None."""
+    parts = Path(part).parts
+    for length in range(len(parts), 0, -1):
+        entry = ARTIFACTS.get("/".join(parts[:length]))
+        if entry:
+            return f"{entry[0]}.ipynb"
+    if parts[:1] == ("steps",) and len(parts) == 2:
+        return f"{Path(parts[1]).stem}.ipynb"
+    return None
+
+
+def contract() -> pd.DataFrame:
+    """:data:`ARTIFACTS` as a table: artifact, the notebook that makes it, what it holds."""
+    return pd.DataFrame(
+        [{"artifact": part, "made by": f"{step}.ipynb", "holds": holds} for part, (step, holds) in ARTIFACTS.items()]
+    ).set_index("artifact")
 
 
 class MissingStepError(FileNotFoundError):
@@ -114,34 +167,61 @@ class Run:
     def __truediv__(self, part: str) -> Path:
         return self.path / part
 
-    def require(self, part: str, made_by: str) -> Path:
-        """The path of ``part``, or a :class:`MissingStepError` that names the notebook making it."""
+    def require(self, part: str, made_by: str | None = None) -> Path:
+        """The path of ``part``, or a :class:`MissingStepError` that names the notebook making it
+        (``made_by``, by default the one :data:`ARTIFACTS` names)."""
         path = self.path / part
         if not path.exists():
+            maker = made_by or maker_of(part)
             raise MissingStepError(
-                f"{path} is missing: notebooks/{made_by} makes it. Run that notebook first "
+                f"{path} is missing: {f'notebooks/{maker}' if maker else 'an earlier notebook'} makes it. "
+                "Run that notebook first "
                 "(or `make run` for the whole chain)."
             )
         return path
 
-    def record(self, step: str, parameters: dict[str, Any], results: dict[str, Any] | None = None,
-               seconds: float | None = None) -> dict[str, Any]:
-        """Write ``steps/<step>.json`` (parameters, results, seconds, package versions); return the
-        results, so that a notebook cell ending with this call shows them."""
-        from workbench.cards import versions
-
+    def record(
+        self,
+        step: str,
+        parameters: dict[str, Any],
+        results: dict[str, Any] | None = None,
+        seconds: float | None = None,
+        outputs: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Write ``steps/<step>.json``: parameters, headline ``results`` (display text), ``outputs`` (what
+        later steps read, :meth:`output`), seconds and package versions. Returns the results, so that a
+        notebook cell ending with this call shows them."""
         path = self.path / "steps" / f"{step}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        entry = {"step": step, "parameters": parameters, "results": results or {},
-                 "seconds": None if seconds is None else round(seconds, 1),
-                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": versions()}
+        entry = {
+            "step": step,
+            "parameters": parameters,
+            "results": results or {},
+            "outputs": outputs or {},
+            "seconds": None if seconds is None else round(seconds, 1),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "versions": versions(),
+        }
         path.write_text(json.dumps(entry, indent=2, default=str) + "\n", encoding="utf-8")
         return entry["results"]
 
     def steps(self) -> dict[str, dict[str, Any]]:
         """Every recorded step, by name, in name order."""
-        return {path.stem: json.loads(path.read_text(encoding="utf-8"))
-                for path in sorted((self.path / "steps").glob("*.json"))}
+        return {
+            path.stem: json.loads(path.read_text(encoding="utf-8"))
+            for path in sorted((self.path / "steps").glob("*.json"))
+        }
+
+    def output(self, step: str, key: str) -> Any:
+        """A value ``step`` recorded for later steps (its ``outputs``), or a :class:`MissingStepError`."""
+        path = self.require(f"steps/{step}.json")
+        outputs = json.loads(path.read_text(encoding="utf-8")).get("outputs", {})
+        if key not in outputs:
+            raise MissingStepError(
+                f"{path} records no output {key!r} (it has {sorted(outputs)}): "
+                f"run notebooks/{step}.ipynb again with this version of the workbench."
+            )
+        return outputs[key]
 
     def load_model(self, name: str, device: str | None = None):
         """A model this run trained (``"contrastive"``, ``"distilled"``: ``models/<name>``), else a hub id or path.
@@ -150,25 +230,23 @@ class Run:
         """
         from workbench.models import ColBERT
 
-        made_by = {"contrastive": "02_contrastive_training.ipynb", "distilled": "03_distillation.ipynb"}
         # a bare name is one of this run's models; a path (absolute or not) or hub id is loaded as it is
-        if name in made_by or ("/" not in name and (self.path / "models" / name).exists()):
-            return ColBERT(str(self.require(f"models/{name}", made_by.get(name, "an earlier notebook"))), device=device)
+        if f"models/{name}" in ARTIFACTS or ("/" not in name and (self.path / "models" / name).exists()):
+            return ColBERT(str(self.require(f"models/{name}")), device=device)
         return ColBERT(name, device=device)
 
     def test_collection(self):
-        """The held-out test collection notebook 01 saved (its name is in 01's record)."""
+        """The held-out test collection notebook 01 saved (its name is one of 01's outputs)."""
         from workbench.data import load_beir
 
-        self.require("steps/01_build_dataset.json", "01_build_dataset.ipynb")
-        name = self.steps()["01_build_dataset"]["results"]["test collection"]
-        return load_beir(self.require(f"data/eval/{name}", "01_build_dataset.ipynb"), name=name)
+        name = self.output("01_build_dataset", "test_collection")
+        return load_beir(self.require(f"data/eval/{name}"), name=name)
 
     def evaluation_collections(self) -> list:
         """Every collection notebook 01 saved for evaluation (``data/eval/*``), by name."""
         from workbench.data import load_beir
 
-        folders = sorted(path for path in self.require("data/eval", "01_build_dataset.ipynb").iterdir() if path.is_dir())
+        folders = sorted(path for path in self.require("data/eval").iterdir() if path.is_dir())
         return [load_beir(folder) for folder in folders]
 
     def save_table(self, table: pd.DataFrame, name: str) -> Path:
@@ -177,7 +255,8 @@ class Run:
         table.to_csv(path)
         return path
 
-    def table(self, name: str, made_by: str) -> pd.DataFrame:
+    def table(self, name: str, made_by: str | None = None) -> pd.DataFrame:
+        """``results/<name>.csv``, as :meth:`save_table` wrote it."""
         return pd.read_csv(self.require(f"results/{name}.csv", made_by), index_col=0)
 
     def save_figure(self, figure, name: str) -> None:

@@ -19,14 +19,14 @@ fit in cache; each chunk is one matrix product ``[query_tokens, chunk_tokens]`` 
 segmented max (``np.maximum.reduceat``) and a segmented sum over each query's tokens. There is no
 padding anywhere, so a corpus of mixed lengths costs exactly its number of tokens.
 
-Example::
+Example (a doctest, run by ``tests/test_doctests.py``)::
 
-    import numpy as np
-    from workbench.scores import colbert_scores
-
-    queries = [np.eye(4, 8, dtype=np.float32)]
-    documents = [np.eye(2, 8, dtype=np.float32), np.eye(6, 8, dtype=np.float32)]
-    print(colbert_scores(queries, documents))  # tensor([[2., 4.]])
+    >>> import numpy as np
+    >>> from workbench.scores import colbert_scores
+    >>> queries = [np.eye(4, 8, dtype=np.float32)]
+    >>> documents = [np.eye(2, 8, dtype=np.float32), np.eye(6, 8, dtype=np.float32)]
+    >>> colbert_scores(queries, documents)
+    tensor([[2., 4.]])
 """
 
 from __future__ import annotations
@@ -37,6 +37,22 @@ from typing import Any
 
 import numpy as np
 import torch
+
+__all__ = [
+    "PackedEmbeddings",
+    "pack",
+    "colbert_scores",
+    "colbert_scores_pairwise",
+    "top_k",
+    "ranked_ids",
+    "tie_keys",
+    "token_rows_of",
+    "text_chunks",
+    "cast",
+    "to_numpy",
+    "CHUNK_ELEMENTS",
+    "MIN_CHUNK_TOKENS",
+]
 
 # Elements of one chunk's similarity block (query tokens x document tokens): about 1 MB of fp32,
 # which keeps the block in L2/L3 while the reductions read it back.
@@ -110,8 +126,8 @@ def pack(embeddings: Any, mask: Any = None) -> PackedEmbeddings:
             raise ValueError("A mask goes with padded embeddings, not with PackedEmbeddings.")
         return embeddings
     if isinstance(embeddings, (np.ndarray, torch.Tensor)) and embeddings.ndim == 3:
-        padded = _to_numpy(embeddings)
-        keep = np.ones(padded.shape[:2], dtype=bool) if mask is None else _to_numpy(mask).astype(bool)
+        padded = to_numpy(embeddings)
+        keep = np.ones(padded.shape[:2], dtype=bool) if mask is None else to_numpy(mask).astype(bool)
         if keep.shape != padded.shape[:2]:
             raise ValueError(f"mask has shape {keep.shape}, expected {padded.shape[:2]}.")
         offsets = np.zeros(len(padded) + 1, dtype=np.int64)
@@ -121,7 +137,7 @@ def pack(embeddings: Any, mask: Any = None) -> PackedEmbeddings:
         raise ValueError("A mask goes with a padded [n, max_tokens, dim] input, not with a list.")
     if isinstance(embeddings, (np.ndarray, torch.Tensor)) and embeddings.ndim == 2:
         embeddings = [embeddings]
-    arrays = [_to_numpy(item) for item in embeddings]
+    arrays = [to_numpy(item) for item in embeddings]
     if not arrays:
         return PackedEmbeddings(np.zeros((0, 0), dtype=np.float32), np.zeros(1, dtype=np.int64))
     for position, array in enumerate(arrays):
@@ -167,12 +183,10 @@ def colbert_scores(
     if len(packed_queries) == 0 or len(packed_documents) == 0:
         return torch.zeros(len(packed_queries), len(packed_documents))
     if packed_queries.dim != packed_documents.dim:
-        raise ValueError(
-            f"Queries have dimension {packed_queries.dim}, documents have {packed_documents.dim}."
-        )
+        raise ValueError(f"Queries have dimension {packed_queries.dim}, documents have {packed_documents.dim}.")
     if device is not None and torch.device(device).type != "cpu":
         return _colbert_scores_on(torch.device(device), packed_queries, packed_documents)
-    query_tokens = _as_float32(packed_queries.tokens)
+    query_tokens = cast(packed_queries.tokens, np.float32)
     query_tensor = torch.from_numpy(query_tokens)
     query_starts = packed_queries.offsets[:-1]
     tokens, offsets = packed_documents.tokens, packed_documents.offsets
@@ -192,21 +206,24 @@ def colbert_scores(
     return torch.from_numpy(scores)
 
 
-def _colbert_scores_on(device: torch.device, queries: PackedEmbeddings, documents: PackedEmbeddings,
-                       chunk_tokens: int = 1 << 16) -> torch.Tensor:
+def _colbert_scores_on(
+    device: torch.device, queries: PackedEmbeddings, documents: PackedEmbeddings, chunk_tokens: int = 1 << 16
+) -> torch.Tensor:
     """:func:`colbert_scores` in torch on ``device``: scatter-max per document, index-add per query."""
-    query_tokens = torch.from_numpy(_as_float32(queries.tokens)).to(device)
+    query_tokens = torch.from_numpy(cast(queries.tokens, np.float32)).to(device)
     query_of_token = torch.from_numpy(np.repeat(np.arange(len(queries)), np.diff(queries.offsets))).to(device)
     offsets = documents.offsets
     scores = torch.empty(len(queries), len(documents), device=device)
     for first, last in text_chunks(offsets, chunk_tokens):
-        block = torch.from_numpy(_as_float32(documents.tokens[offsets[first] : offsets[last]])).to(device)
+        block = torch.from_numpy(cast(documents.tokens[offsets[first] : offsets[last]], np.float32)).to(device)
         document_of_token = torch.from_numpy(np.repeat(np.arange(last - first), np.diff(offsets[first : last + 1])))
         similarities = query_tokens @ block.T
         per_token_max = torch.full((len(query_tokens), last - first), -torch.inf, device=device).scatter_reduce_(
-            1, document_of_token.to(device).expand_as(similarities), similarities, reduce="amax")
+            1, document_of_token.to(device).expand_as(similarities), similarities, reduce="amax"
+        )
         scores[:, first:last] = torch.zeros(len(queries), last - first, device=device).index_add_(
-            0, query_of_token, per_token_max)
+            0, query_of_token, per_token_max
+        )
     return scores.cpu()
 
 
@@ -250,9 +267,9 @@ def ranked_ids(scores: dict[Any, float]) -> list[Any]:
 
     Example::
 
-        from workbench.scores import ranked_ids
-
-        print(ranked_ids({"b": 2.0000001, "a": 2.0, "c": 3.0}))  # ['c', 'a', 'b']
+        >>> from workbench.scores import ranked_ids
+        >>> ranked_ids({"b": 2.0000001, "a": 2.0, "c": 3.0})
+        ['c', 'a', 'b']
     """
     ids = list(scores)
     keys = tie_keys([scores[i] for i in ids])
@@ -274,7 +291,7 @@ def colbert_scores_pairwise(
         )
     scores = np.empty(len(packed_queries), dtype=np.float32)
     for index in range(len(packed_queries)):
-        similarities = _as_float32(packed_queries[index]) @ _as_float32(packed_documents[index]).T
+        similarities = cast(packed_queries[index], np.float32) @ cast(packed_documents[index], np.float32).T
         scores[index] = similarities.max(axis=1).sum()
     return torch.from_numpy(scores)
 
@@ -287,14 +304,16 @@ def text_chunks(offsets: np.ndarray, chunk_tokens: int) -> list[tuple[int, int]]
     return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
 
 
-def _as_float32(array: np.ndarray) -> np.ndarray:
-    if array.dtype == np.float32:
+def cast(array: np.ndarray, dtype) -> np.ndarray:
+    """``array`` as ``dtype`` (itself when it already is): torch converts between fp16 and fp32 several
+    times faster than numpy's ``astype``."""
+    if array.dtype == dtype:
         return array
-    # torch converts fp16 to fp32 several times faster than numpy's astype.
-    return torch.from_numpy(np.ascontiguousarray(array)).float().numpy()
+    return torch.from_numpy(np.ascontiguousarray(array)).to(getattr(torch, np.dtype(dtype).name)).numpy()
 
 
-def _to_numpy(array: Any) -> np.ndarray:
+def to_numpy(array: Any) -> np.ndarray:
+    """A numpy view or copy of a tensor (any device; bf16 as fp32) or array-like."""
     if isinstance(array, torch.Tensor):
         array = array.detach().cpu()
         if array.dtype == torch.bfloat16:

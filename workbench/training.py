@@ -29,6 +29,8 @@ from transformers import PrinterCallback, TrainerCallback
 
 from workbench.utils import ColBERTCollator
 
+__all__ = ["train"]
+
 
 class _ProgressBar(TrainerCallback):
     def __init__(self, description: str) -> None:
@@ -49,9 +51,21 @@ class _ProgressBar(TrainerCallback):
         self.bar.close()
 
 
-def train(model, dataset, loss, steps: int, output_dir: str, batch_size: int = 16, learning_rate: float = 3e-5,
-          warmup_ratio: float = 0.1, logging_steps: int | None = None, seed: int = 0, evaluator=None,
-          eval_steps: int | None = None, description: str = "training") -> pd.DataFrame:
+def train(
+    model,
+    dataset,
+    loss,
+    steps: int,
+    output_dir: str,
+    batch_size: int = 16,
+    learning_rate: float = 3e-5,
+    warmup_ratio: float = 0.1,
+    logging_steps: int | None = None,
+    seed: int = 0,
+    evaluator=None,
+    eval_steps: int | None = None,
+    description: str = "training",
+) -> pd.DataFrame:
     """Train ``model`` in place for ``steps`` steps; the log history as a DataFrame.
 
     ``logging_steps`` defaults to a tenth of the steps. With an ``evaluator`` (any Sentence
@@ -65,15 +79,29 @@ def train(model, dataset, loss, steps: int, output_dir: str, batch_size: int = 1
         raise ValueError("The training dataset is empty.")
     logging_steps = logging_steps or max(steps // 10, 1)
     args = SentenceTransformerTrainingArguments(
-        output_dir=output_dir, max_steps=steps, per_device_train_batch_size=batch_size,
-        learning_rate=learning_rate, warmup_steps=int(warmup_ratio * steps), seed=seed, data_seed=seed,
-        logging_steps=logging_steps, save_strategy="no", report_to=[], use_cpu=model.device.type == "cpu",
-        disable_tqdm=True, eval_strategy="steps" if evaluator is not None else "no",
+        output_dir=output_dir,
+        max_steps=steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        warmup_steps=int(warmup_ratio * steps),
+        seed=seed,
+        data_seed=seed,
+        logging_steps=logging_steps,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=model.device.type == "cpu",
+        disable_tqdm=True,
+        eval_strategy="steps" if evaluator is not None else "no",
         eval_steps=eval_steps or logging_steps,
     )
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss,
-                                         evaluator=evaluator,
-                                         data_collator=ColBERTCollator(tokenize_fn=model.tokenize))
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        loss=loss,
+        evaluator=evaluator,
+        data_collator=ColBERTCollator(tokenize_fn=model.tokenize),
+    )
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(_ProgressBar(description))
     trainer.train()

@@ -12,8 +12,8 @@
 - :func:`bm25_negatives` (bm25s) and :func:`model_negatives` (any ColBERT): hard negatives mined for
   each query, relevant documents excluded; the result is a ``datasets.Dataset`` of
   ``query, positive, negative_1 ... negative_n`` rows, ready for :class:`workbench.losses.Contrastive`.
-- :func:`load_teacher` and :func:`teacher_scores`: a teacher (a ``sentence_transformers.CrossEncoder`` or a ColBERT) scores
-  each query against its positive and its negatives, giving PyLate-style distillation rows
+- :func:`load_teacher` and :func:`teacher_scores`: a teacher (a ``sentence_transformers.CrossEncoder`` or a
+  ColBERT) scores each query against its positive and its negatives, giving PyLate-style distillation rows
   ``query_id, document_ids, scores`` plus the query and document tables
   (:class:`workbench.utils.KDProcessing` joins them back for training).
 
@@ -43,33 +43,143 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from workbench.data import Collection
+from workbench.data import Collection, load
 from workbench.scores import ranked_ids
 from workbench.utils import numbered_columns
+
+__all__ = [
+    "DOCSTRING_MODULES",
+    "bm25_negatives",
+    "cropped_collection",
+    "docstring_collection",
+    "load_teacher",
+    "model_negatives",
+    "pseudo_queries",
+    "teacher_scores",
+    "train_test",
+    "triplet_columns",
+]
 
 # Standard-library modules with rich docstrings; every Python installation has them. Not pdb:
 # IPython kernels replace parts of it, so the set would differ between a notebook and a script.
 DOCSTRING_MODULES = (
-    "argparse", "ast", "asyncio", "base64", "bisect", "calendar", "cmd", "codecs", "collections",
-    "concurrent.futures", "configparser", "contextlib", "copy", "csv", "dataclasses", "datetime", "decimal",
-    "difflib", "dis", "doctest", "email.message", "email.utils", "enum", "filecmp", "fnmatch", "fractions",
-    "ftplib", "functools", "getopt", "gettext", "glob", "gzip", "hashlib", "heapq", "hmac", "html",
-    "html.parser", "http.client", "http.cookiejar", "http.server", "imaplib", "importlib", "inspect", "io",
-    "ipaddress", "itertools", "json", "linecache", "locale", "logging", "logging.handlers", "lzma", "mailbox",
-    "mimetypes", "multiprocessing", "netrc", "numbers", "operator", "optparse", "os", "pathlib",
-    "pickle", "pkgutil", "platform", "plistlib", "poplib", "pprint", "pstats", "queue", "quopri", "random",
-    "re", "reprlib", "sched", "secrets", "selectors", "shelve", "shlex", "shutil", "smtplib", "socket",
-    "socketserver", "sqlite3", "ssl", "statistics", "string", "struct", "subprocess", "sysconfig", "tarfile",
-    "tempfile", "textwrap", "threading", "timeit", "tokenize", "trace", "traceback", "types", "typing",
-    "unittest", "urllib.parse", "urllib.request", "uuid", "warnings", "wave", "weakref", "xml.dom.minidom",
-    "xml.etree.ElementTree", "zipfile", "zoneinfo",
+    "argparse",
+    "ast",
+    "asyncio",
+    "base64",
+    "bisect",
+    "calendar",
+    "cmd",
+    "codecs",
+    "collections",
+    "concurrent.futures",
+    "configparser",
+    "contextlib",
+    "copy",
+    "csv",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "difflib",
+    "dis",
+    "doctest",
+    "email.message",
+    "email.utils",
+    "enum",
+    "filecmp",
+    "fnmatch",
+    "fractions",
+    "ftplib",
+    "functools",
+    "getopt",
+    "gettext",
+    "glob",
+    "gzip",
+    "hashlib",
+    "heapq",
+    "hmac",
+    "html",
+    "html.parser",
+    "http.client",
+    "http.cookiejar",
+    "http.server",
+    "imaplib",
+    "importlib",
+    "inspect",
+    "io",
+    "ipaddress",
+    "itertools",
+    "json",
+    "linecache",
+    "locale",
+    "logging",
+    "logging.handlers",
+    "lzma",
+    "mailbox",
+    "mimetypes",
+    "multiprocessing",
+    "netrc",
+    "numbers",
+    "operator",
+    "optparse",
+    "os",
+    "pathlib",
+    "pickle",
+    "pkgutil",
+    "platform",
+    "plistlib",
+    "poplib",
+    "pprint",
+    "pstats",
+    "queue",
+    "quopri",
+    "random",
+    "re",
+    "reprlib",
+    "sched",
+    "secrets",
+    "selectors",
+    "shelve",
+    "shlex",
+    "shutil",
+    "smtplib",
+    "socket",
+    "socketserver",
+    "sqlite3",
+    "ssl",
+    "statistics",
+    "string",
+    "struct",
+    "subprocess",
+    "sysconfig",
+    "tarfile",
+    "tempfile",
+    "textwrap",
+    "threading",
+    "timeit",
+    "tokenize",
+    "trace",
+    "traceback",
+    "types",
+    "typing",
+    "unittest",
+    "urllib.parse",
+    "urllib.request",
+    "uuid",
+    "warnings",
+    "wave",
+    "weakref",
+    "xml.dom.minidom",
+    "xml.etree.ElementTree",
+    "zipfile",
+    "zoneinfo",
 )
 
 
-def docstring_collection(test_fraction: float = 0.2, min_summary_words: int = 4,
-                         min_document_words: int = 12) -> tuple[Collection, Collection]:
+def docstring_collection(
+    test_fraction: float = 0.2, min_summary_words: int = 4, min_document_words: int = 12
+) -> tuple[Collection, Collection]:
     """The embedded default data: (train, test) collections from standard-library docstrings.
 
     Query: a docstring's first sentence; relevant document: the rest of it, titled with the
@@ -158,27 +268,30 @@ def train_test(data: str = "docstrings", test_fraction: float = 0.2) -> tuple[Co
 
     ``"docstrings"``: :func:`docstring_collection`, its test queries searched over *every*
     document (the training documents are the distractors). Otherwise ``data`` is a NanoBEIR name,
-    a hub id or a local folder (:func:`workbench.data.load_nanobeir`); its judged queries are split
+    a hub id or a local folder (anything :func:`workbench.data.load` reads); its judged queries are split
     by a hash of their ids (stable across runs and machines), and both splits keep the whole corpus.
     """
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}.")
     if data == "docstrings":
         train, test = docstring_collection(test_fraction)
-        return train, Collection("docstrings", {**train.corpus, **test.corpus}, test.queries, test.qrels,
-                                 {**train.titles, **test.titles})
-    from workbench.data import load_nanobeir
-
-    collection = load_nanobeir(data)
+        return train, Collection(
+            "docstrings", {**train.corpus, **test.corpus}, test.queries, test.qrels, {**train.titles, **test.titles}
+        )
+    collection = load(data)
     splits: dict[str, set[str]] = {"train": set(), "test": set()}
     for query_id in collection.judged_queries:
         splits["test" if _bucket(query_id) < test_fraction else "train"].add(query_id)
     if not splits["train"] or not splits["test"]:
         raise ValueError(f"{data}: {len(collection.judged_queries)} judged queries are too few to split.")
     return tuple(
-        Collection(f"{collection.name}-{name}" if name == "train" else collection.name, collection.corpus,
-                   {q: collection.queries[q] for q in sorted(ids)}, {q: collection.qrels[q] for q in sorted(ids)},
-                   collection.titles)
+        Collection(
+            f"{collection.name}-{name}" if name == "train" else collection.name,
+            collection.corpus,
+            {q: collection.queries[q] for q in sorted(ids)},
+            {q: collection.qrels[q] for q in sorted(ids)},
+            collection.titles,
+        )
         for name, ids in splits.items()
     )
 
@@ -189,7 +302,7 @@ def cropped_collection(collection: Collection, seed: int = 0) -> Collection:
     Named ``<name>-crops``; queries are :func:`pseudo_queries` crops of the documents the
     collection's judged queries find relevant, searched over the whole corpus.
     """
-    relevant = sorted({d for q in collection.judged_queries for d, grade in collection.qrels[q].items() if grade >= 1})
+    relevant = sorted({d for q in collection.judged_queries for d in collection.relevant(q)})
     queries, qrels = pseudo_queries({d: collection.corpus[d] for d in relevant}, strategy="crop", seed=seed)
     return Collection(f"{collection.name}-crops", collection.corpus, queries, qrels, collection.titles)
 
@@ -210,8 +323,14 @@ def load_teacher(name_or_path: str, device: str | None = None):
     return ColBERT(name_or_path, device=device)
 
 
-def pseudo_queries(corpus: dict[str, str], titles: dict[str, str] | None = None, strategy: str = "crop",
-                   min_words: int = 5, max_words: int = 12, seed: int = 0) -> tuple[dict[str, str], dict]:
+def pseudo_queries(
+    corpus: dict[str, str],
+    titles: dict[str, str] | None = None,
+    strategy: str = "crop",
+    min_words: int = 5,
+    max_words: int = 12,
+    seed: int = 0,
+) -> tuple[dict[str, str], dict]:
     """Queries and qrels for a corpus without queries.
 
     ``strategy="title"``: each titled document's title is its query. ``strategy="crop"``: an
@@ -249,10 +368,11 @@ def bm25_negatives(collection: Collection, n_negatives: int = 1, depth: int = 30
     return _triplets(collection, bm25_run(collection, depth=depth + 10), n_negatives, depth, seed)
 
 
-def model_negatives(collection: Collection, model, n_negatives: int = 1, depth: int = 30, seed: int = 0,
-                    batch_size: int = 32):
+def model_negatives(
+    collection: Collection, model, n_negatives: int = 1, depth: int = 30, seed: int = 0, batch_size: int = 32
+):
     """Like :func:`bm25_negatives`, with a ColBERT model's exact MaxSim ranking as the miner."""
-    from workbench.evaluation import search_collection
+    from workbench.retrieve import search_collection
 
     run = search_collection(model, collection, depth=depth + 10, batch_size=batch_size, show_progress_bar=True)
     return _triplets(collection, run, n_negatives, depth, seed)
@@ -267,7 +387,7 @@ def _triplets(collection: Collection, run: dict[str, dict[str, float]], n_negati
     rows = []
     for query_id, scores in run.items():
         ranked = ranked_ids(scores)
-        relevant = {d for d, grade in collection.qrels[query_id].items() if grade >= 1}
+        relevant = set(collection.relevant(query_id))
         pool = [d for d in ranked if d not in relevant][:depth]
         if len(pool) < n_negatives:
             continue
@@ -303,8 +423,11 @@ def teacher_scores(triplets, teacher: Any, batch_size: int = 32):
     scores = _score_pairs(teacher, pairs, batch_size)
     ways = 1 + len(negative_columns)
     rows = [
-        {"query_id": row["query_id"], "document_ids": [row["positive_id"], *row["negative_ids"]],
-         "scores": [float(s) for s in scores[i * ways : (i + 1) * ways]]}
+        {
+            "query_id": row["query_id"],
+            "document_ids": [row["positive_id"], *row["negative_ids"]],
+            "scores": [float(s) for s in scores[i * ways : (i + 1) * ways]],
+        }
         for i, row in enumerate(triplets)
     ]
     queries = Dataset.from_dict({"query_id": list(query_texts), "text": list(query_texts.values())})
@@ -319,8 +442,9 @@ def _score_pairs(teacher: Any, pairs: Sequence[tuple[str, str]], batch_size: int
         import torch
 
         # Raw logits: a sigmoid squeezes scores towards 0 and 1 and flattens the teacher's softmax.
-        logits = teacher.predict(list(pairs), batch_size=batch_size, show_progress_bar=True,
-                                 activation_fn=torch.nn.Identity())
+        logits = teacher.predict(
+            list(pairs), batch_size=batch_size, show_progress_bar=True, activation_fn=torch.nn.Identity()
+        )
         return np.asarray(logits, dtype=np.float32)
     from workbench.scores import colbert_scores_pairwise
 
@@ -328,10 +452,15 @@ def _score_pairs(teacher: Any, pairs: Sequence[tuple[str, str]], batch_size: int
     query_texts = list(dict.fromkeys(q for q, _ in pairs))
     document_texts = list(dict.fromkeys(d for _, d in pairs))
     query_embeddings = dict(zip(query_texts, teacher.encode(query_texts, is_query=True, batch_size=batch_size)))
-    document_embeddings = dict(zip(document_texts, teacher.encode(document_texts, is_query=False, batch_size=batch_size,
-                                                                  show_progress_bar=True)))
-    return colbert_scores_pairwise([query_embeddings[q] for q, _ in pairs],
-                                   [document_embeddings[d] for _, d in pairs]).numpy()
+    document_embeddings = dict(
+        zip(
+            document_texts,
+            teacher.encode(document_texts, is_query=False, batch_size=batch_size, show_progress_bar=True),
+        )
+    )
+    return colbert_scores_pairwise(
+        [query_embeddings[q] for q, _ in pairs], [document_embeddings[d] for _, d in pairs]
+    ).numpy()
 
 
 def triplet_columns(triplets) -> list[str]:

@@ -1,4 +1,5 @@
-"""Training glue: the collator that tokenises ColBERT columns, and distillation rows joined on the fly.
+"""Training glue: the collator that tokenises ColBERT columns, distillation rows joined on the fly, and the
+Markdown tables of cards and benchmarks.
 
 Example (PyLate's README, unchanged but for the import)::
 
@@ -19,6 +20,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sentence_transformers.multi_vector_encoder import MultiVectorEncoderDataCollator
+
+__all__ = ["ColBERTCollator", "KDProcessing", "LABEL_COLUMNS", "numbered_columns", "markdown_table"]
 
 LABEL_COLUMNS = ("label", "scores")
 
@@ -98,3 +101,25 @@ def _as_mapping(table: Any, id_column: str) -> dict[str, str]:
     if missing:
         raise ValueError(f"The table needs columns {id_column!r} and 'text'; missing {sorted(missing)}.")
     return {str(key): text for key, text in zip(table[id_column], table["text"])}
+
+
+def markdown_table(headers: Sequence[Any], rows: Sequence[Sequence[Any]], align: str | None = None) -> str:
+    """A GitHub Markdown table as text: the header row, the separator, one line per row.
+
+    Cells are written with ``str``; a ``|`` in a cell is escaped (one already escaped is left as it
+    is). ``align`` has one letter per column, ``l`` (left, the default) or ``r`` (right).
+
+    >>> print(markdown_table(["name", "score"], [["a|b", 0.5]], align="lr"))
+    | name | score |
+    |:--|--:|
+    | a\\|b | 0.5 |
+    """
+
+    def cells(values: Sequence[Any]) -> list[str]:
+        return [re.sub(r"(?<!\\)\|", r"\\|", str(value)) for value in values]
+
+    # Spaced as the model cards have always been (their text is compared byte for byte): an empty
+    # header cell, the corner above row labels, is one space wide, an empty body cell two.
+    header = "|" + "|".join(f" {cell} " if cell else " " for cell in cells(headers)) + "|"
+    separator = "|" + "|".join("--:" if side == "r" else ":--" for side in align or "l" * len(headers)) + "|"
+    return "\n".join([header, separator, *("| " + " | ".join(cells(row)) + " |" for row in rows)])

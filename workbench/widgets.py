@@ -28,12 +28,21 @@ import pandas as pd
 
 from workbench import explain, plots, retrieve
 
+__all__ = ["SearchDemo"]
+
 
 class SearchDemo:
     """Query box, results list and token heatmap over ``index``; see the module docstring."""
 
-    def __init__(self, model, index, documents: Mapping[str, str], titles: Mapping[str, str] | None = None,
-                 k: int = 5, snippet_characters: int = 160) -> None:
+    def __init__(
+        self,
+        model,
+        index,
+        documents: Mapping[str, str],
+        titles: Mapping[str, str] | None = None,
+        k: int = 5,
+        snippet_characters: int = 160,
+    ) -> None:
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}.")
         self.model, self.documents, self.titles = model, documents, dict(titles or {})
@@ -44,8 +53,12 @@ class SearchDemo:
         self._listing = False
         self.last_query: str | None = None
 
-        self.query = ipywidgets.Text(placeholder="Type a query, then press Enter", description="Query",
-                                     continuous_update=False, layout=ipywidgets.Layout(width="90%"))
+        self.query = ipywidgets.Text(
+            placeholder="Type a query, then press Enter",
+            description="Query",
+            continuous_update=False,
+            layout=ipywidgets.Layout(width="90%"),
+        )
         self.results = ipywidgets.HTML(value="<i>No query yet.</i>")
         self.choice = ipywidgets.Dropdown(description="Explain", options=[], layout=ipywidgets.Layout(width="90%"))
         self.heatmap = ipywidgets.Image(format="png")
@@ -62,18 +75,24 @@ class SearchDemo:
         self.last_query = query
         self.hits = pd.DataFrame(
             [{"id": hit["id"], "title": self.titles.get(hit["id"], ""), "score": hit["score"]} for hit in hits],
-            index=pd.RangeIndex(1, len(hits) + 1, name="rank"), columns=["id", "title", "score"])
+            index=pd.RangeIndex(1, len(hits) + 1, name="rank"),
+            columns=["id", "title", "score"],
+        )
         return self.hits
 
     def explain(self, document_id: str) -> explain.TokenMatches:
-        """Token matches of the last query searched (typed or ``search``) with ``document_id``, drawn into the heatmap."""
+        """Token matches of the last query searched (typed or ``search``) with ``document_id``, drawn into the
+        heatmap."""
         if document_id not in self.documents:
             raise KeyError(f"No document {document_id!r} in this demo's documents.")
         if self.last_query is None:
-            raise ValueError("Search first (type a query, or call search): the heatmap explains a query against a document.")
+            raise ValueError(
+                "Search first (type a query, or call search): the heatmap explains a query against a document."
+            )
         self.matches = explain.token_matches(self.model, self.last_query, self.documents[document_id])
-        figure = plots.maxsim_heatmap(self.matches, title=f"{self.titles.get(document_id) or document_id}: "
-                                                           f"MaxSim {self.matches.score:.2f}")
+        figure = plots.maxsim_heatmap(
+            self.matches, title=f"{self.titles.get(document_id) or document_id}: MaxSim {self.matches.score:.2f}"
+        )
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
         plt.close(figure)
@@ -105,10 +124,14 @@ class SearchDemo:
         for rank, row in hits.iterrows():
             text = self.documents.get(row.id, "")
             snippet = text[: self.snippet_characters] + ("…" if len(text) > self.snippet_characters else "")
-            rows.append(f"<tr><td>{rank}</td><td class='workbench-hit'><b>{html.escape(row.title or row.id)}</b>"
-                        f"<br><small>{html.escape(snippet)}</small></td><td>{row.score:.2f}</td></tr>")
-        return ("<table class='workbench-results' style='line-height:1.3'><tr><th>#</th><th>document</th><th>MaxSim</th></tr>"
-                + "".join(rows) + "</table>")
+            rows.append(
+                f"<tr><td>{rank}</td><td class='workbench-hit'><b>{html.escape(row.title or row.id)}</b>"
+                f"<br><small>{html.escape(snippet)}</small></td><td>{row.score:.2f}</td></tr>"
+            )
+        return (
+            "<table class='workbench-results' style='line-height:1.3'>"
+            "<tr><th>#</th><th>document</th><th>MaxSim</th></tr>" + "".join(rows) + "</table>"
+        )
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

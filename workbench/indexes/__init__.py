@@ -26,8 +26,24 @@ from workbench.indexes.plaid import PLAID
 from workbench.indexes.store import IndexCorruptError, IndexLockedError
 from workbench.indexes.voyager import RETRAIN_GROWTH, Voyager, centroids_of
 
-__all__ = ["KINDS", "PLAID", "RETRAIN_GROWTH", "Exact", "Index", "IndexCorruptError", "IndexLockedError", "Postings",
-           "Voyager", "assign", "centroids_of", "check_positive", "default_centroid_count", "kind_of", "make", "spherical_kmeans"]
+__all__ = [
+    "KINDS",
+    "PLAID",
+    "RETRAIN_GROWTH",
+    "Exact",
+    "Index",
+    "IndexCorruptError",
+    "IndexLockedError",
+    "Postings",
+    "Voyager",
+    "assign",
+    "centroids_of",
+    "check_positive",
+    "default_centroid_count",
+    "kind_of",
+    "make",
+    "spherical_kmeans",
+]
 
 KINDS: dict[str, type[Index]] = {"exact": Exact, "voyager": Voyager, "plaid": PLAID}
 

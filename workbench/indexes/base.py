@@ -51,18 +51,25 @@ class Index:
 
     sweep: ClassVar[tuple[dict[str, int], ...]] = ({},)
 
-    def __init__(self, index_folder: str | Path, index_name: str, override: bool = False,
-                 embedding_size: int | None = None, payload: str = "float16") -> None:
+    def __init__(
+        self,
+        index_folder: str | Path,
+        index_name: str,
+        override: bool = False,
+        embedding_size: int | None = None,
+        payload: str = "float16",
+    ) -> None:
         """``payload``: how the store keeps tokens, ``"float16"``, ``"float32"`` or ``"residual"``
         (:mod:`workbench.indexes.codecs`)."""
         name = os.fspath(index_name)
         # The index is the folder index_folder/index_name, and override replaces what it holds: a name
         # that is empty, "." or a path would point it at index_folder itself or somewhere else.
         if name in ("", ".", "..") or any(sep and sep in name for sep in (os.sep, os.altsep)):
-            raise ValueError(f"index_name must name one folder inside index_folder (not empty, '.', '..' or a path), "
-                             f"got {index_name!r}.")
-        self.store = TokenStore(Path(index_folder) / name, dtype=payload, override=override,
-                                kind=type(self).__name__)
+            raise ValueError(
+                f"index_name must name one folder inside index_folder (not empty, '.', '..' or a path), "
+                f"got {index_name!r}."
+            )
+        self.store = TokenStore(Path(index_folder) / name, dtype=payload, override=override, kind=type(self).__name__)
         if embedding_size is not None and self.store.dim is not None and self.store.dim != embedding_size:
             raise ValueError(f"The index holds {self.store.dim}-dimensional embeddings, not {embedding_size}.")
         self.embedding_size = embedding_size
@@ -70,9 +77,15 @@ class Index:
 
     # -- the contract a subclass fills in ------------------------------------------------------
 
-    def search(self, queries: PackedEmbeddings, k: int, subset: np.ndarray | None = None,
-               snapshot: Snapshot | None = None, device: str | None = None,
-               **settings: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    def search(
+        self,
+        queries: PackedEmbeddings,
+        k: int,
+        subset: np.ndarray | None = None,
+        snapshot: Snapshot | None = None,
+        device: str | None = None,
+        **settings: int,
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per query, ``(positions, scores)`` of its best ``k`` documents (see the module docstring)."""
         raise NotImplementedError
 
@@ -87,7 +100,9 @@ class Index:
         unknown = [name for name, value in overrides.items() if value is not None and name not in self.search_settings]
         if unknown:
             known = ", ".join(self.search_settings) or "none"
-            raise ValueError(f"{type(self).__name__} has no search setting {', '.join(unknown)} (its settings: {known}).")
+            raise ValueError(
+                f"{type(self).__name__} has no search setting {', '.join(unknown)} (its settings: {known})."
+            )
         check_positive(**overrides)
         return {**self.search_settings, **{name: value for name, value in overrides.items() if value is not None}}
 
@@ -108,8 +123,10 @@ class Index:
     def nbytes(self) -> int:
         """Bytes on disk of the committed state (every file the manifest names, and the manifest)."""
         folder = self.store.folder
-        return sum((folder / file).stat().st_size for file in self.store.manifest["files"].values()) + \
-            (folder / "manifest.json").stat().st_size
+        return (
+            sum((folder / file).stat().st_size for file in self.store.manifest["files"].values())
+            + (folder / "manifest.json").stat().st_size
+        )
 
     def add_documents(self, documents_ids: Sequence[str], documents_embeddings: Sequence[Any], **_: Any):
         """Append documents (ids unique and new; one ``[n_tokens, dim]`` embedding each) and commit."""

@@ -48,8 +48,16 @@ def spherical_kmeans(sample: np.ndarray, k: int, iterations: int = 8, seed: int 
     faiss = _faiss()
     sample = np.ascontiguousarray(sample, dtype=np.float32)
     k = min(k, len(sample))
-    kmeans = faiss.Kmeans(sample.shape[1], k, niter=iterations, seed=seed, spherical=True, verbose=False,
-                          min_points_per_centroid=1, max_points_per_centroid=max(1, -(-len(sample) // k)))
+    kmeans = faiss.Kmeans(
+        sample.shape[1],
+        k,
+        niter=iterations,
+        seed=seed,
+        spherical=True,
+        verbose=False,
+        min_points_per_centroid=1,
+        max_points_per_centroid=max(1, -(-len(sample) // k)),
+    )
     kmeans.train(sample)
     return np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
 
@@ -67,8 +75,9 @@ def assign(vectors: np.ndarray, centroids: np.ndarray, chunk: int = ASSIGN_CHUNK
     return codes
 
 
-def stored_then_new(rows: np.ndarray, n_stored: int, read_stored: Callable[[np.ndarray], np.ndarray],
-                    new_tokens: np.ndarray) -> np.ndarray:
+def stored_then_new(
+    rows: np.ndarray, n_stored: int, read_stored: Callable[[np.ndarray], np.ndarray], new_tokens: np.ndarray
+) -> np.ndarray:
     """fp32 tokens at ``rows`` of the stored tokens (read by ``read_stored``) followed by ``new_tokens``:
     how a retrain samples the whole corpus without holding it."""
     old = rows[rows < n_stored]
@@ -94,8 +103,9 @@ class Postings:
         pairs //= n_documents
         self.offsets = np.searchsorted(pairs, np.arange(n_centroids + 1))
 
-    def candidates(self, neighbours: np.ndarray, similarities: np.ndarray, subset: np.ndarray | None,
-                   limit: int, at_least: int = 1) -> np.ndarray:
+    def candidates(
+        self, neighbours: np.ndarray, similarities: np.ndarray, subset: np.ndarray | None, limit: int, at_least: int = 1
+    ) -> np.ndarray:
         """The ``limit`` documents with the best approximate MaxSim for one query, in position order.
 
         When the probed centroids hold fewer than ``at_least`` documents of ``subset``, the whole

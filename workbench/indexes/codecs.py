@@ -42,8 +42,9 @@ class ResidualCodec:
     normalise: bool  # decoded tokens are renormalised (the codec was trained on unit-norm tokens)
 
     @classmethod
-    def train(cls, sample: np.ndarray, n_centroids: int, nbits: int = 4, iterations: int = 4,
-              seed: int = 0) -> ResidualCodec:
+    def train(
+        cls, sample: np.ndarray, n_centroids: int, nbits: int = 4, iterations: int = 4, seed: int = 0
+    ) -> ResidualCodec:
         """Fit centroids (spherical k-means) and the residual buckets (quantiles) on ``sample``."""
         check_layout(sample.shape[1], nbits)
         sample = np.ascontiguousarray(sample, dtype=np.float32)
@@ -112,8 +113,13 @@ class ResidualCodec:
         nbits = int(metadata["nbits"])
         buckets = np.frombuffer(contents["buckets"], dtype=np.float32)
         levels = 2**nbits
-        return cls(np.frombuffer(contents["centroids"], dtype=np.float32).reshape(-1, dim),
-                   buckets[: levels - 1], buckets[levels - 1 :], nbits, bool(metadata["normalise"]))
+        return cls(
+            np.frombuffer(contents["centroids"], dtype=np.float32).reshape(-1, dim),
+            buckets[: levels - 1],
+            buckets[levels - 1 :],
+            nbits,
+            bool(metadata["normalise"]),
+        )
 
 
 def check_layout(dim: int, nbits: int) -> None:
@@ -121,13 +127,16 @@ def check_layout(dim: int, nbits: int) -> None:
     if nbits not in NBITS:
         raise ValueError(f"nbits must be one of {NBITS}, got {nbits!r}.")
     if dim % (8 // nbits):
-        raise ValueError(f"Embeddings of dimension {dim} do not pack into bytes at nbits={nbits}: "
-                         f"the dimension must be a multiple of {8 // nbits}.")
+        raise ValueError(
+            f"Embeddings of dimension {dim} do not pack into bytes at nbits={nbits}: "
+            f"the dimension must be a multiple of {8 // nbits}."
+        )
 
 
 def codec_of(snapshot) -> ResidualCodec:
     """The residual codec a committed state was encoded with (built once per state)."""
     if "codec" not in snapshot.derived:
-        snapshot.derived["codec"] = ResidualCodec.from_files(snapshot.contents, snapshot.dim,
-                                                             snapshot.manifest["extra"]["codec"])
+        snapshot.derived["codec"] = ResidualCodec.from_files(
+            snapshot.contents, snapshot.dim, snapshot.manifest["extra"]["codec"]
+        )
     return snapshot.derived["codec"]

@@ -26,12 +26,25 @@ class Exact(Index):
         embedding_size: optional check of the embeddings' dimension (otherwise taken from the first documents).
     """
 
-    def __init__(self, index_folder: str | Path = "pylate-index", index_name: str = "index", override: bool = False,
-                 dtype: str = "float16", embedding_size: int | None = None) -> None:
+    def __init__(
+        self,
+        index_folder: str | Path = "pylate-index",
+        index_name: str = "index",
+        override: bool = False,
+        dtype: str = "float16",
+        embedding_size: int | None = None,
+    ) -> None:
         super().__init__(index_folder, index_name, override, embedding_size, payload=dtype)
 
-    def search(self, queries: PackedEmbeddings, k: int, subset: np.ndarray | None = None,
-               snapshot: Snapshot | None = None, device: str | None = None, **settings: Any):
+    def search(
+        self,
+        queries: PackedEmbeddings,
+        k: int,
+        subset: np.ndarray | None = None,
+        snapshot: Snapshot | None = None,
+        device: str | None = None,
+        **settings: Any,
+    ):
         """Top ``k`` (positions in ``snapshot``, default the latest commit; scores) per query,
         scored on ``device`` (None: the CPU). Exact search has no settings."""
         self.settings(**settings)

@@ -63,23 +63,46 @@ class PLAID(Index):
     index; reopening it keeps the saved ones.
     """
 
-    sweep = tuple({"n_ivf_probe": probes, "n_full_scores": full} for probes, full in
-                  ((1, 128), (2, 256), (4, 256), (4, 512), (8, 512), (8, 1024), (16, 1024), (16, 2048)))
+    sweep = tuple(
+        {"n_ivf_probe": probes, "n_full_scores": full}
+        for probes, full in ((1, 128), (2, 256), (4, 256), (4, 512), (8, 512), (8, 1024), (16, 1024), (16, 2048))
+    )
 
-    def __init__(self, index_folder: str | Path = "pylate-index", index_name: str = "index", override: bool = False,
-                 embedding_size: int | None = None, nbits: int = 4, kmeans_niters: int = 4,
-                 max_points_per_centroid: int = 256, n_samples_kmeans: int | None = None,
-                 n_centroids: int | None = None, n_ivf_probe: int = 8, n_full_scores: int = 1024,
-                 seed: int = 0) -> None:
-        check_positive(kmeans_niters=kmeans_niters, max_points_per_centroid=max_points_per_centroid,
-                       n_samples_kmeans=n_samples_kmeans, n_centroids=n_centroids, n_ivf_probe=n_ivf_probe,
-                       n_full_scores=n_full_scores)
+    def __init__(
+        self,
+        index_folder: str | Path = "pylate-index",
+        index_name: str = "index",
+        override: bool = False,
+        embedding_size: int | None = None,
+        nbits: int = 4,
+        kmeans_niters: int = 4,
+        max_points_per_centroid: int = 256,
+        n_samples_kmeans: int | None = None,
+        n_centroids: int | None = None,
+        n_ivf_probe: int = 8,
+        n_full_scores: int = 1024,
+        seed: int = 0,
+    ) -> None:
+        check_positive(
+            kmeans_niters=kmeans_niters,
+            max_points_per_centroid=max_points_per_centroid,
+            n_samples_kmeans=n_samples_kmeans,
+            n_centroids=n_centroids,
+            n_ivf_probe=n_ivf_probe,
+            n_full_scores=n_full_scores,
+        )
         check_layout(embedding_size or 8, nbits)
         super().__init__(index_folder, index_name, override, embedding_size, payload="residual")
         saved = self.store.extra.get("plaid_parameters", {})
-        self.parameters = {"nbits": nbits, "kmeans_niters": kmeans_niters,
-                           "max_points_per_centroid": max_points_per_centroid, "n_samples_kmeans": n_samples_kmeans,
-                           "n_centroids": n_centroids, "seed": seed, **saved}
+        self.parameters = {
+            "nbits": nbits,
+            "kmeans_niters": kmeans_niters,
+            "max_points_per_centroid": max_points_per_centroid,
+            "n_samples_kmeans": n_samples_kmeans,
+            "n_centroids": n_centroids,
+            "seed": seed,
+            **saved,
+        }
         self.search_settings = {"n_ivf_probe": n_ivf_probe, "n_full_scores": n_full_scores}
 
     @property
@@ -110,20 +133,30 @@ class PLAID(Index):
                     yield codec.encode(old.decode_arrays(chunk["codes"], chunk["residuals"]))
             yield codec.encode(new_tokens)
 
-        return Additions(rewrite=every_token_encoded, files=codec.files(),
-                         extra={"codec": codec.metadata(), "centroids_trained_on": total,
-                                "plaid_parameters": parameters})
+        return Additions(
+            rewrite=every_token_encoded,
+            files=codec.files(),
+            extra={"codec": codec.metadata(), "centroids_trained_on": total, "plaid_parameters": parameters},
+        )
 
     # -- searching -------------------------------------------------------------------------------
 
     def _postings(self, snapshot: Snapshot) -> Postings:
         if "postings" not in snapshot.derived:
-            snapshot.derived["postings"] = Postings(snapshot.side["codes"], snapshot.offsets,
-                                                    len(codec_of(snapshot).centroids))
+            snapshot.derived["postings"] = Postings(
+                snapshot.side["codes"], snapshot.offsets, len(codec_of(snapshot).centroids)
+            )
         return snapshot.derived["postings"]
 
-    def search(self, queries: PackedEmbeddings, k: int, subset: np.ndarray | None = None,
-               snapshot: Snapshot | None = None, device: str | None = None, **settings: int | None):
+    def search(
+        self,
+        queries: PackedEmbeddings,
+        k: int,
+        subset: np.ndarray | None = None,
+        snapshot: Snapshot | None = None,
+        device: str | None = None,
+        **settings: int | None,
+    ):
         """Top ``k`` (positions in ``snapshot``, default the latest commit; scores) per query.
         ``n_ivf_probe`` and ``n_full_scores`` override the index's settings; the exact scoring of
         decompressed candidates runs on ``device`` (None: the CPU)."""
@@ -147,8 +180,9 @@ class PLAID(Index):
                 rows = slice(queries.offsets[index] - block_start, queries.offsets[index + 1] - block_start)
                 scores = centroid_scores[rows]
                 probes = np.argpartition(-scores, n_probe - 1, axis=1)[:, :n_probe]
-                candidates = postings.candidates(probes, np.take_along_axis(scores, probes, axis=1), subset,
-                                                 n_full_scores, at_least=k)
+                candidates = postings.candidates(
+                    probes, np.take_along_axis(scores, probes, axis=1), subset, n_full_scores, at_least=k
+                )
                 token_codes = np.asarray(codes[token_rows_of(snapshot.offsets, candidates)], dtype=np.int64)
                 starts = np.zeros(len(candidates), dtype=np.int64)
                 np.cumsum(lengths[candidates][:-1], out=starts[1:])

@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from workbench.scores import PackedEmbeddings, token_rows_of
+from workbench.scores import PackedEmbeddings, cast, to_numpy, token_rows_of
 
 __all__ = ["Additions", "IndexCorruptError", "IndexLockedError", "Snapshot", "TokenStore", "document_ids_of"]
 
@@ -60,8 +60,16 @@ CORE = ("lengths", "ids")  # the files every store has; an index may add others
 ROW_CHUNK = 1 << 18  # tokens per chunk when rows are copied or rewritten
 FILE_KEY = re.compile(r"[a-z_]+")
 OWN_FILE = re.compile(r"[a-z_]+-[0-9]+\.(?:bin|jsonl|voy)")  # the names _write_new gives (.voy: older stores)
-MANIFEST_TYPES = {"format": str, "dtype": str, "dim": (int, type(None)), "files": dict, "sizes": dict,
-                  "next_file": int, "side_dtypes": dict, "extra": dict}
+MANIFEST_TYPES = {
+    "format": str,
+    "dtype": str,
+    "dim": (int, type(None)),
+    "files": dict,
+    "sizes": dict,
+    "next_file": int,
+    "side_dtypes": dict,
+    "extra": dict,
+}
 
 
 class IndexLockedError(RuntimeError):
@@ -149,8 +157,9 @@ class Snapshot:
 class TokenStore:
     """Document token embeddings with their ids, durable and memory-mapped. See the module docstring."""
 
-    def __init__(self, folder: str | Path, dtype: str = "float16", override: bool = False,
-                 kind: str | None = None) -> None:
+    def __init__(
+        self, folder: str | Path, dtype: str = "float16", override: bool = False, kind: str | None = None
+    ) -> None:
         """``dtype``: the payload, ``"float16"``, ``"float32"`` or ``"residual"`` (written by the index's
         codec); ``kind``: the index kind recorded at creation and required on open (None: any)."""
         if dtype not in PAYLOADS:
@@ -228,8 +237,12 @@ class TokenStore:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def append(self, document_ids: Sequence[str], embeddings: Sequence[Any],
-               derive: Callable[[list[np.ndarray]], Additions] | None = None) -> None:
+    def append(
+        self,
+        document_ids: Sequence[str],
+        embeddings: Sequence[Any],
+        derive: Callable[[list[np.ndarray]], Additions] | None = None,
+    ) -> None:
         """Validate, append documents, and commit. Nothing is written if validation fails.
 
         ``derive(arrays)``, called after validation with the writer lock held, returns the
@@ -244,7 +257,7 @@ class TokenStore:
             manifest["dim"] = int(arrays[0].shape[1])
         lengths = np.array([len(a) for a in arrays], dtype=np.int64)
         if manifest["dtype"] in DTYPES:
-            self._append_bytes(manifest, "tokens", _cast(np.concatenate(arrays), DTYPES[manifest["dtype"]]).tobytes())
+            self._append_bytes(manifest, "tokens", cast(np.concatenate(arrays), DTYPES[manifest["dtype"]]).tobytes())
         self._append_bytes(manifest, "lengths", lengths.tobytes())
         self._append_bytes(manifest, "ids", "".join(json.dumps(i) + "\n" for i in ids).encode())
         for name, values in additions.side.items():
@@ -312,12 +325,15 @@ class TokenStore:
         expected_dim = self.dim
         limit = float(np.finfo(DTYPES.get(self.dtype, np.float32)).max)
         for position, embedding in enumerate(embeddings):
-            array = embedding.detach().cpu().float().numpy() if hasattr(embedding, "detach") else np.asarray(embedding)
+            array = to_numpy(embedding)
             if array.ndim != 2 or len(array) == 0:
-                raise ValueError(f"Embedding of document {ids[position]!r} has shape {array.shape}; expected [n_tokens > 0, dim].")
+                raise ValueError(
+                    f"Embedding of document {ids[position]!r} has shape {array.shape}; expected [n_tokens > 0, dim]."
+                )
             if expected_dim is not None and array.shape[1] != expected_dim:
                 raise ValueError(
-                    f"Embedding of document {ids[position]!r} has dimension {array.shape[1]}; the index holds {expected_dim}."
+                    f"Embedding of document {ids[position]!r} has dimension {array.shape[1]}; "
+                    f"the index holds {expected_dim}."
                 )
             expected_dim = array.shape[1]
             if not np.isfinite(array).all():
@@ -368,8 +384,17 @@ class TokenStore:
         generation's files: only those, and only once the empty store is committed."""
         previous = self._read_manifest()[0] if (self.folder / "manifest.json").exists() else {}
         # File numbers go on from the previous generation's: a reader may still be reading its files.
-        manifest = {"format": FORMAT, "kind": self.kind, "dtype": dtype, "dim": None, "files": {}, "sizes": {},
-                    "next_file": previous.get("next_file", 0), "side_dtypes": {}, "extra": {}}
+        manifest = {
+            "format": FORMAT,
+            "kind": self.kind,
+            "dtype": dtype,
+            "dim": None,
+            "files": {},
+            "sizes": {},
+            "next_file": previous.get("next_file", 0),
+            "side_dtypes": {},
+            "extra": {},
+        }
         for name in CORE + (("tokens",) if dtype in DTYPES else ()):
             self._write_new(manifest, name, b"")
         self._commit(manifest)
@@ -404,8 +429,10 @@ class TokenStore:
             manifest, stamp = self._read_manifest()
             with ExitStack() as stack:
                 try:
-                    handles = {name: stack.enter_context(open(self.folder / file, "rb"))
-                               for name, file in manifest["files"].items()}
+                    handles = {
+                        name: stack.enter_context(open(self.folder / file, "rb"))
+                        for name, file in manifest["files"].items()
+                    }
                 except FileNotFoundError as error:
                     if self._stamp() != stamp:
                         continue  # a newer commit replaced these files
@@ -439,21 +466,33 @@ class TokenStore:
         ids = [json.loads(line) for line in handles["ids"].read(sizes["ids"]).decode().split("\n") if line]
         dim, n_tokens = manifest["dim"], int(offsets[-1])
         if len(ids) != len(lengths):
-            raise IndexCorruptError(f"{self.folder / 'manifest.json'} commits {len(ids)} ids but {len(lengths)} lengths.")
-        per_token = {name: (np.dtype(kind), tuple(manifest.get("side_shapes", {}).get(name, ())))
-                     for name, kind in manifest["side_dtypes"].items()}
+            raise IndexCorruptError(
+                f"{self.folder / 'manifest.json'} commits {len(ids)} ids but {len(lengths)} lengths."
+            )
+        per_token = {
+            name: (np.dtype(kind), tuple(manifest.get("side_shapes", {}).get(name, ())))
+            for name, kind in manifest["side_dtypes"].items()
+        }
         if manifest["dtype"] in DTYPES:
             per_token["tokens"] = (np.dtype(DTYPES[manifest["dtype"]]), (dim or 0,))
         arrays = {}
         for name, (kind, width) in per_token.items():
             if sizes[name] != n_tokens * kind.itemsize * int(np.prod(width)):
-                raise IndexCorruptError(f"{self.folder / 'manifest.json'} commits {sizes[name]} bytes of {name!r} "
-                                        f"for {n_tokens} tokens of {width or 'one'} {kind}.")
-            arrays[name] = (np.zeros((n_tokens, *width), dtype=kind) if sizes[name] == 0 else
-                            np.memmap(handles[name], dtype=kind, mode="r", shape=(n_tokens, *width)))
+                raise IndexCorruptError(
+                    f"{self.folder / 'manifest.json'} commits {sizes[name]} bytes of {name!r} "
+                    f"for {n_tokens} tokens of {width or 'one'} {kind}."
+                )
+            arrays[name] = (
+                np.zeros((n_tokens, *width), dtype=kind)
+                if sizes[name] == 0
+                else np.memmap(handles[name], dtype=kind, mode="r", shape=(n_tokens, *width))
+            )
         tokens = arrays.pop("tokens", None)
-        contents = {name: handle.read(sizes[name]) for name, handle in handles.items()
-                    if name not in CORE and name not in per_token}
+        contents = {
+            name: handle.read(sizes[name])
+            for name, handle in handles.items()
+            if name not in CORE and name not in per_token
+        }
         return Snapshot(manifest, ids, offsets, tokens, arrays, contents)
 
     def file_path(self, name: str) -> Path:
@@ -581,12 +620,3 @@ def _article(word: str) -> str:
 def _stamp_of(stat: os.stat_result) -> tuple:
     """What changes whenever a new manifest is switched in."""
     return stat.st_mtime_ns, stat.st_size, stat.st_ino
-
-
-def _cast(array: np.ndarray, dtype) -> np.ndarray:
-    """``array`` as ``dtype``; torch casts fp32 to fp16 several times faster than numpy."""
-    if array.dtype == dtype:
-        return array
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(getattr(torch, np.dtype(dtype).name)).numpy()

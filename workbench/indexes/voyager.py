@@ -17,12 +17,18 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from workbench.indexes.base import Index, check_positive
-from workbench.indexes.centroids import Postings, assign, default_centroid_count, sample_rows, spherical_kmeans, stored_then_new
+from workbench.indexes.centroids import (
+    Postings,
+    assign,
+    default_centroid_count,
+    sample_rows,
+    spherical_kmeans,
+    stored_then_new,
+)
 from workbench.indexes.store import DTYPES, Additions, Snapshot
 from workbench.scores import PackedEmbeddings, colbert_scores, top_k
 
@@ -52,25 +58,64 @@ class Voyager(Index):
         seed: seed of the k-means sampling and initialisation and of the HNSW graph's levels.
     """
 
-    sweep = tuple({"k_token": k_token, "n_full_scores": n_full_scores} for k_token, n_full_scores in
-                  ((1, 32), (2, 64), (4, 64), (4, 128), (8, 128), (8, 256), (16, 256), (16, 512), (32, 512)))
+    sweep = tuple(
+        {"k_token": k_token, "n_full_scores": n_full_scores}
+        for k_token, n_full_scores in (
+            (1, 32),
+            (2, 64),
+            (4, 64),
+            (4, 128),
+            (8, 128),
+            (8, 256),
+            (16, 256),
+            (16, 512),
+            (32, 512),
+        )
+    )
 
-    def __init__(self, index_folder: str | Path = "pylate-index", index_name: str = "index", override: bool = False,
-                 embedding_size: int | None = None, M: int = 16, ef_construction: int = 200, ef_search: int = 64,
-                 storage_data_type: str = "float32", n_centroids: int | None = None, k_token: int = 8,
-                 n_full_scores: int = 256, dtype: str = "float16", seed: int = 0) -> None:
+    def __init__(
+        self,
+        index_folder: str | Path = "pylate-index",
+        index_name: str = "index",
+        override: bool = False,
+        embedding_size: int | None = None,
+        M: int = 16,
+        ef_construction: int = 200,
+        ef_search: int = 64,
+        storage_data_type: str = "float32",
+        n_centroids: int | None = None,
+        k_token: int = 8,
+        n_full_scores: int = 256,
+        dtype: str = "float16",
+        seed: int = 0,
+    ) -> None:
         import voyager
 
-        storage_types = {"float32": voyager.StorageDataType.Float32, "float8": voyager.StorageDataType.Float8,
-                         "e4m3": voyager.StorageDataType.E4M3}
+        storage_types = {
+            "float32": voyager.StorageDataType.Float32,
+            "float8": voyager.StorageDataType.Float8,
+            "e4m3": voyager.StorageDataType.E4M3,
+        }
         if storage_data_type.lower() not in storage_types:
             raise ValueError(f"storage_data_type must be one of {sorted(storage_types)}, got {storage_data_type!r}.")
-        check_positive(M=M, ef_construction=ef_construction, ef_search=ef_search, k_token=k_token,
-                       n_full_scores=n_full_scores, n_centroids=n_centroids)
+        check_positive(
+            M=M,
+            ef_construction=ef_construction,
+            ef_search=ef_search,
+            k_token=k_token,
+            n_full_scores=n_full_scores,
+            n_centroids=n_centroids,
+        )
         super().__init__(index_folder, index_name, override, embedding_size, payload=dtype)
         saved = self.store.extra.get("voyager_parameters", {})
-        self.parameters = {"M": M, "ef_construction": ef_construction, "storage_data_type": storage_data_type.lower(),
-                           "n_centroids": n_centroids, "seed": seed, **saved}
+        self.parameters = {
+            "M": M,
+            "ef_construction": ef_construction,
+            "storage_data_type": storage_data_type.lower(),
+            "n_centroids": n_centroids,
+            "seed": seed,
+            **saved,
+        }
         self.ef_search = ef_search
         self.search_settings = {"k_token": k_token, "n_full_scores": n_full_scores}
         self._storage_types = storage_types
@@ -134,14 +179,22 @@ class Voyager(Index):
 
             # Loaded from the snapshot's bytes: the graph file on disk may be replaced meanwhile.
             snapshot.derived["graph"] = voyager.Index.load(io.BytesIO(snapshot.contents["voyager"]))
-            snapshot.derived["postings"] = Postings(snapshot.side["codes"], snapshot.offsets,
-                                                    len(centroids_of(snapshot)))
+            snapshot.derived["postings"] = Postings(
+                snapshot.side["codes"], snapshot.offsets, len(centroids_of(snapshot))
+            )
         return snapshot.derived["graph"], snapshot.derived["postings"]
 
     # -- searching -------------------------------------------------------------------------------
 
-    def search(self, queries: PackedEmbeddings, k: int, subset: np.ndarray | None = None,
-               snapshot: Snapshot | None = None, device: str | None = None, **settings: int | None):
+    def search(
+        self,
+        queries: PackedEmbeddings,
+        k: int,
+        subset: np.ndarray | None = None,
+        snapshot: Snapshot | None = None,
+        device: str | None = None,
+        **settings: int | None,
+    ):
         """Top ``k`` (positions in ``snapshot``, default the latest commit; scores) per query.
         ``k_token`` and ``n_full_scores`` (positive integers) override the index's settings; the
         exact scoring runs on ``device`` (None: the CPU)."""
