@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -65,9 +64,10 @@ def cached_embeddings(collection_name: str, model=None):
 
 
 def machine() -> dict:
-    import torch
+    """What the figures were measured on and with (workbench.provenance): versions, commit, CPU features, precision."""
+    from workbench.provenance import describe
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count()}
+    return describe()
 
 
 def emit(result: dict) -> None:

@@ -295,18 +295,6 @@ def run_worker(*arguments: str) -> dict:
 # -- the run --------------------------------------------------------------------------------------
 
 
-def cpu() -> dict:
-    text = Path("/proc/cpuinfo").read_text()
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
-    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
-    return {
-        "cpu": model,
-        "avx2": "avx2" in flags,
-        "avx512f": "avx512f" in flags,
-        "amx": sorted(f for f in flags if f.startswith("amx")),
-    }
-
-
 def markdown(headers: list[str], rows: list[list]) -> None:
     from workbench.utils import markdown_table
 
@@ -427,7 +415,7 @@ def main() -> None:
 
     _, _, queries, _, source, _ = cached_embeddings(COLLECTION)
     queries = queries.select(range(args.queries))
-    info = {**machine(), **cpu()}
+    info = machine()
     results = []
     for generator, target in itertools.product(args.generators, args.tokens):
         truth_path = ground_truth(generator, target, source, queries, args.seed)

@@ -6,13 +6,7 @@ from pathlib import Path
 
 import pytest
 
-# test_evaluation.py still imports this from conftest; drop the re-export once it imports helpers.
-from helpers import (
-    ANSWERAI,
-    SHARED_DATA,
-    reference_maxsim,  # noqa: F401
-    require,
-)
+from helpers import ANSWERAI, SHARED_DATA, require
 
 
 @pytest.fixture(scope="session")

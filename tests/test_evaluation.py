@@ -5,13 +5,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import reference_maxsim
 from datasets import Dataset
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 from test_data import write_beir
 
 from workbench import baselines, cards, evaluation, losses, metrics, models, utils
 from workbench.data import Collection
+
+from helpers import reference_maxsim
 
 CORPUS = {
     "d1": "paris is the capital and largest city of france",

@@ -395,8 +395,13 @@ def test_contrastive_training_learns_a_toy_task(tiny_colbert, tmp_path):
         {"query": colour, "positive": animal[colour], "negative": animal[COLOURS[(i + 1) % len(COLOURS)]]}
         for i, colour in enumerate(COLOURS)
     ]
-    # accuracy over every wrong animal (240 triplets), not just the one hard negative trained on
-    triplets = [(colour, animal[colour], other) for colour in COLOURS for other in ANIMALS if other != animal[colour]]
+    # accuracy against the animals of the next five colours (80 triplets), not just the hard negative trained on;
+    # five, not all fifteen: each evaluation costs seconds on a busy 2-core machine
+    triplets = [
+        (colour, animal[colour], animal[COLOURS[(i + j) % len(COLOURS)]])
+        for i, colour in enumerate(COLOURS)
+        for j in range(1, 6)
+    ]
     evaluator = evaluation.ColBERTTripletEvaluator(*map(list, zip(*triplets, strict=True)))
     loss = losses.Contrastive(model=model)
     loss_before, accuracy_before = loss_value(model, loss, rows), evaluator(model)["accuracy"]
@@ -413,7 +418,7 @@ def test_contrastive_training_learns_a_toy_task(tiny_colbert, tmp_path):
         output_dir=str(tmp_path / "out"),
     )
     loss_after, accuracy_after = loss_value(model, loss, rows), evaluator(model)["accuracy"]
-    # Margins, not digits: seeds 0-2 give about 3.5 -> 2.7 and 0.5-0.6 -> 0.92-1.0 on this machine.
+    # Margins, not digits: seeds 0-2 give about 3.5 -> 2.7 and 0.54-0.6 -> 0.91-1.0 on this machine.
     assert loss_after < loss_before - 0.4, (loss_before, loss_after)
     assert accuracy_after > accuracy_before + 0.25, (accuracy_before, accuracy_after)
     assert history["eval_accuracy"].iloc[-1] == pytest.approx(accuracy_after), "the evaluator saw the final model"

@@ -40,7 +40,7 @@ from typing import Any
 import pandas as pd
 
 from workbench.data import NANOBEIR_DATASETS
-from workbench.provenance import versions
+from workbench.provenance import describe
 
 __all__ = [
     "PROFILES",
@@ -189,8 +189,9 @@ class Run:
         outputs: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Write ``steps/<step>.json``: parameters, headline ``results`` (display text), ``outputs`` (what
-        later steps read, :meth:`output`), seconds and package versions. Returns the results, so that a
-        notebook cell ending with this call shows them."""
+        later steps read, :meth:`output`), seconds, and what made them (:func:`workbench.provenance.describe`:
+        package versions, the workbench's git commit, the machine, torch's precision). Returns the results,
+        so that a notebook cell ending with this call shows them."""
         path = self.path / "steps" / f"{step}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         entry = {
@@ -200,7 +201,7 @@ class Run:
             "outputs": outputs or {},
             "seconds": None if seconds is None else round(seconds, 1),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "versions": versions(),
+            **describe(),
         }
         path.write_text(json.dumps(entry, indent=2, default=str) + "\n", encoding="utf-8")
         return entry["results"]
