@@ -53,7 +53,7 @@ $(PYLATE_INSTALLED): Makefile
 
 pylate-env: $(PYLATE_INSTALLED)
 
-# The main job: notebooks 01 to 08, headless, quick profile, into a new runs/<timestamp>.
+# The main job: notebooks 01 to 09, headless, quick profile, into a new runs/<timestamp>.
 run: $(INSTALLED)
 	$(PY) -m workbench.pipeline --profile quick
 

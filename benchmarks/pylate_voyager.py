@@ -1,7 +1,8 @@
 """Run inside the PyLate environment (WORKBENCH_PYLATE_PYTHON): PyLate's Voyager index on cached embeddings.
 
-python benchmarks/pylate_voyager.py EMBEDDINGS_NPZ INDEX_FOLDER
-Prints one JSON object: build seconds, bytes on disk, ms per query at k=10, and the results.
+python benchmarks/pylate_voyager.py EMBEDDINGS_NPZ INDEX_FOLDER [N]
+Indexes the first N documents (default: all) and searches with every query. Prints one JSON object:
+build seconds, bytes on disk, ms per query at k=10, and the results.
 """
 
 import json
@@ -19,13 +20,14 @@ stored = np.load(sys.argv[1])
 folder = Path(sys.argv[2])
 offsets, q_offsets = stored["document_offsets"], stored["query_offsets"]
 document_tokens, query_tokens = stored["document_tokens"], stored["query_tokens"]  # each npz access re-reads the file
-documents = [document_tokens[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+n = int(sys.argv[3]) if len(sys.argv) > 3 else len(offsets) - 1
+documents = [document_tokens[a:b] for a, b in zip(offsets[:n], offsets[1 : n + 1])]
 queries = [query_tokens[a:b] for a, b in zip(q_offsets[:-1], q_offsets[1:])]
 started = time.perf_counter()
 index = indexes.Voyager(
     index_folder=str(folder), index_name="pylate", override=True, embedding_size=documents[0].shape[1]
 )
-ids = [str(i) for i in stored["document_ids"]]
+ids = [str(i) for i in stored["document_ids"][:n]]
 index.add_documents(documents_ids=ids, documents_embeddings=documents)
 build_seconds = time.perf_counter() - started
 retriever = retrieve.ColBERT(index=index)

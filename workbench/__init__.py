@@ -8,14 +8,14 @@ and nbformat are imported in the notebook layer only):
    ``scores`` (exact MaxSim, top-k), ``metrics`` (ranx, BEIR conventions), ``data`` (collections,
    loaders), ``measure`` (timings, bytes), ``provenance`` (versions).
 2. PyLate surface: PyLate's modules by PyLate's names, so that its users' code runs unchanged.
-   ``models``, ``losses``, ``utils``, ``training``, ``indexes`` (and the ``store`` shim), ``retrieve``,
-   ``rank``, ``evaluation``, ``cards``, ``baselines``.
+   ``models`` (and ``backends``: ONNX Runtime and OpenVINO under it), ``losses``, ``utils``, ``training``,
+   ``indexes`` (and the ``store`` shim), ``retrieve``, ``rank``, ``evaluation``, ``cards``, ``baselines``.
 3. research layer: what a researcher builds from the surface.
    ``training_sets`` (training data from collections, negatives and teachers), ``explain`` (which
    token matched which).
 4. notebook layer: display and orchestration.
-   ``runs`` (run folders), ``pipeline`` (the notebooks, headless), ``nbcheck`` (the notebook check),
-   ``plots``, ``widgets``.
+   ``runs`` (run folders), ``comparison`` (one table across run folders, with significance),
+   ``pipeline`` (the notebooks, headless), ``nbcheck`` (the notebook check), ``plots``, ``widgets``.
 """
 
 __version__ = "0.1.0"
@@ -24,6 +24,7 @@ LAYERS = {
     "core": ("scores", "metrics", "data", "measure", "provenance"),
     "PyLate surface": (
         "models",
+        "backends",
         "losses",
         "utils",
         "training",
@@ -36,5 +37,5 @@ LAYERS = {
         "baselines",
     ),
     "research": ("training_sets", "explain"),
-    "notebook": ("runs", "pipeline", "nbcheck", "plots", "widgets"),
+    "notebook": ("runs", "comparison", "pipeline", "nbcheck", "plots", "widgets"),
 }

@@ -11,7 +11,8 @@ Metrics cover the queries that have both a text and a judgement of grade >= 1
 (``collection.judged_qrels``, BEIR's convention); judged queries without a text cannot be run, and a
 warning counts them.
 :func:`evaluate_models` does it for several models (and BM25) on several collections, as one
-long table for plots; :func:`model_table` cuts one model's rows out for its card. The run alone is
+long table for plots (:func:`rank_collections` gives the rankings themselves, to keep as TREC runs);
+:func:`model_table` cuts one model's rows out for its card. The run alone is
 :func:`workbench.retrieve.search_collection` (importable from here too, as is ``encode_corpus``).
 
 Example::
@@ -45,7 +46,9 @@ __all__ = [
     "encode_corpus",
     "evaluate_collection",
     "evaluate_models",
+    "evaluate_rankings",
     "model_table",
+    "rank_collections",
     "search_collection",
 ]
 
@@ -208,16 +211,15 @@ class NanoBEIREvaluator(BaseEvaluator):
 BM25 = "BM25"
 
 
-def evaluate_models(
+def rank_collections(
     models: Mapping[str, Any], collections: Sequence[Collection], batch_size: int = 32, index: str | type = "exact"
-) -> pd.DataFrame:
-    """Every model on every collection: one row per (dataset, model), one column per seed metric.
+) -> dict[str, dict[str, dict]]:
+    """Every model's ranking of every collection: ``{collection name: {model name: run}}``, ranx-ready runs.
 
     ``models`` maps a display name to a ColBERT, or to :data:`BM25` for the BM25 baseline (bm25s).
-    Columns: ``dataset``, ``model``, then the seed metrics without the similarity prefix
-    (``ndcg@10``...), so that BM25 and ColBERT rows line up. :func:`model_table` turns one model's
-    rows into the table a model card shows. Metrics cover each collection's judged queries that
-    have a text, as :func:`evaluate_collection`'s do.
+    Each ColBERT searches its collection's judged queries that have a text over the corpus with
+    ``index`` (exact MaxSim by default); collections that share a corpus encode it once per model.
+    Collection names must differ: they key the result.
     """
     from tqdm.auto import tqdm
 
@@ -225,7 +227,10 @@ def evaluate_models(
 
     if not models or not collections:
         raise ValueError("Give at least one model and one collection.")
-    rows = []
+    names = [collection.name for collection in collections]
+    if len(set(names)) < len(names):
+        raise ValueError(f"Collection names must differ, got {names}.")
+    rankings: dict[str, dict[str, dict]] = {name: {} for name in names}
     encoded: dict[str, tuple[dict, list]] = {}  # model name -> (corpus, its embeddings): collections may share a corpus
     pairs = [(collection, name) for collection in collections for name in models]
     for collection in collections:
@@ -233,16 +238,37 @@ def evaluate_models(
     for collection, name in tqdm(pairs, desc="evaluations"):
         model = models[name]
         if isinstance(model, str) and model == BM25:
-            run = bm25_run(collection)
-        else:
-            if name not in encoded or encoded[name][0] != collection.corpus:
-                encoded[name] = (collection.corpus, encode_corpus(model, collection, batch_size))
-            run = search_collection(
-                model, collection, batch_size=batch_size, index=index, documents_embeddings=encoded[name][1]
-            )
-        table = metrics.evaluate(collection.judged_qrels, run, prefix="")
-        rows.append({"dataset": collection.name, "model": name, **table.iloc[0].to_dict()})
+            rankings[collection.name][name] = bm25_run(collection)
+            continue
+        if name not in encoded or encoded[name][0] != collection.corpus:
+            encoded[name] = (collection.corpus, encode_corpus(model, collection, batch_size))
+        rankings[collection.name][name] = search_collection(
+            model, collection, batch_size=batch_size, index=index, documents_embeddings=encoded[name][1]
+        )
+    return rankings
+
+
+def evaluate_rankings(rankings: Mapping[str, Mapping[str, dict]], collections: Sequence[Collection]) -> pd.DataFrame:
+    """:func:`rank_collections`' rankings scored: one row per (dataset, model), one column per seed metric.
+
+    Columns: ``dataset``, ``model``, then the seed metrics without the similarity prefix
+    (``ndcg@10``...), so that BM25 and ColBERT rows line up. Metrics cover each collection's judged
+    queries that have a text (``collection.judged_qrels``), as :func:`evaluate_collection`'s do.
+    """
+    rows = []
+    for collection in collections:
+        for name, run in rankings[collection.name].items():
+            table = metrics.evaluate(collection.judged_qrels, run, prefix="")
+            rows.append({"dataset": collection.name, "model": name, **table.iloc[0].to_dict()})
     return pd.DataFrame(rows)
+
+
+def evaluate_models(
+    models: Mapping[str, Any], collections: Sequence[Collection], batch_size: int = 32, index: str | type = "exact"
+) -> pd.DataFrame:
+    """Every model on every collection (:func:`rank_collections`, then :func:`evaluate_rankings`): one
+    long table for plots; :func:`model_table` turns one model's rows into the table a model card shows."""
+    return evaluate_rankings(rank_collections(models, collections, batch_size, index), collections)
 
 
 def model_table(results: pd.DataFrame, model: str) -> pd.DataFrame:

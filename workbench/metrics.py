@@ -49,6 +49,7 @@ __all__ = [
     "PRIMARY_METRIC",
     "SEED_METRICS",
     "SIMILARITY",
+    "check_trec_ids",
     "comparable",
     "compare",
     "evaluate",
@@ -248,6 +249,15 @@ def fuse(
     return {query_id: dict(scores) for query_id, scores in fused.to_dict().items()}
 
 
+def check_trec_ids(run: Mapping[str, Mapping[str, Any]]) -> None:
+    """ValueError for the first query or document id of ``run`` that is empty or holds white space:
+    TREC files are split on white space, so no reader could split it back."""
+    for query_id, scores in run.items():
+        for identifier in (query_id, *scores):
+            if not str(identifier) or re.search(r"\s", str(identifier)):
+                raise ValueError(f"Id {identifier!r} is empty or holds white space, which a TREC run cannot hold.")
+
+
 def save_run(run: Mapping[str, Mapping[str, float]], path: str, name: str = "workbench") -> None:
     """Write a run in TREC format (``qid Q0 docid rank score tag``).
 
@@ -257,10 +267,7 @@ def save_run(run: Mapping[str, Mapping[str, float]], path: str, name: str = "wor
     """
     from ranx import Run
 
-    for query_id, scores in run.items():
-        for identifier in (query_id, *scores):
-            if not str(identifier) or re.search(r"\s", str(identifier)):
-                raise ValueError(f"Id {identifier!r} is empty or holds white space, which a TREC run cannot hold.")
+    check_trec_ids(run)
     ranx_run = Run(dict(run), name=re.sub(r"\s+", "_", name.strip()) or "workbench")
     ranx_run.save(str(path), kind="trec")
 

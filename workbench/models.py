@@ -45,6 +45,8 @@ from tqdm.auto import tqdm
 from transformers import AddedToken
 from transformers.utils import logging as transformers_logging
 
+from workbench import backends
+
 __all__ = ["ColBERT", "load_model", "default_model_path", "DEFAULT_BASE"]
 
 PUNCTUATION = list(string.punctuation)
@@ -79,7 +81,12 @@ class ColBERT(MultiVectorEncoder):
         attend_to_expansion_tokens: let the encoder attend to the expansion tokens (default False).
         skiplist_words: document tokens dropped from the output (default: ASCII punctuation).
         device: ``"cpu"``, ``"cuda"``...; None picks what is available.
-        **kwargs: passed on to ``MultiVectorEncoder`` (``modules``, ``revision``, ``model_kwargs``...).
+        backend: what runs the transformer: ``"torch"`` (default), ``"onnx"`` or ``"openvino"``
+            (exported from the loaded weights, or a saved export of them; see ``workbench.backends``).
+        model_kwargs: for torch, transformers' loading arguments (``{"torch_dtype": "bfloat16"}``); for
+            onnx / openvino, the runtime's options (``{"quantize": "int8"}``, ``{"precision": "fp32"}``).
+            ``model.backend_info`` says what ran.
+        **kwargs: passed on to ``MultiVectorEncoder`` (``modules``, ``revision``...).
 
     Every ``None`` argument means "as saved in the checkpoint, else PyLate's default".
     """
@@ -96,8 +103,13 @@ class ColBERT(MultiVectorEncoder):
         attend_to_expansion_tokens: bool | None = None,
         skiplist_words: list[str] | None = None,
         device: str | None = None,
+        backend: str = "torch",
+        model_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        runtime_options = backends.check_options(backend, model_kwargs)  # before anything is loaded
+        if backend == "torch" and model_kwargs is not None:
+            kwargs["model_kwargs"] = model_kwargs
         self._built_from_base = False
         with _quiet_loading(), _loading_errors(model_name_or_path):
             super().__init__(model_name_or_path, device=device, **kwargs)
@@ -122,6 +134,8 @@ class ColBERT(MultiVectorEncoder):
             from workbench import cards
 
             cards.load_record(self, model_name_or_path)
+        if backend != "torch":
+            backends.attach(self, backend, runtime_options, model_name_or_path)
         self.to(self.device)
 
     # -- loading ---------------------------------------------------------------------------------
@@ -143,6 +157,11 @@ class ColBERT(MultiVectorEncoder):
     @property
     def transformer(self) -> Transformer:
         return next(module for module in self if isinstance(module, Transformer))
+
+    @property
+    def backend_info(self) -> dict[str, Any]:
+        """What computes the embeddings: backend, precision as run, quantisation, runtime (``backends.describe``)."""
+        return backends.describe(self)
 
     @property
     def query_prefix(self) -> str:
@@ -266,6 +285,9 @@ class ColBERT(MultiVectorEncoder):
         prompt_name: str | None = None,
         prompt: str | None = None,
         token_pooling: Any = None,
+        pool: dict[str, Any] | None = None,
+        device: str | torch.device | list[str | torch.device] | None = None,
+        chunk_size: int | None = None,
         **kwargs: Any,
     ) -> list[np.ndarray] | list[torch.Tensor] | np.ndarray | torch.Tensor:
         """Encode texts into one ``[n_tokens, dim]`` embedding per text (numpy by default).
@@ -274,6 +296,11 @@ class ColBERT(MultiVectorEncoder):
         encodes documents (skiplist applied). ``pool_factor`` > 1 pools each document's tokens by
         Ward clustering to about ``1 / pool_factor`` of them, keeping the first token as it is.
         Sentence Transformers' ``task=`` form is accepted too.
+
+        Several processes: ``pool=model.start_multi_process_pool(["cuda:0", "cuda:1"])`` (stop it with
+        ``model.stop_multi_process_pool(pool)``), or ``device=["cuda:0", "cuda:1"]``, which starts and
+        stops a pool for this call. ``chunk_size``: texts a worker takes at a time (default: about a tenth
+        of each worker's share). Results come back on the CPU, in input order.
         """
         if (sentences is None) == (inputs is None):
             raise TypeError(
@@ -300,7 +327,11 @@ class ColBERT(MultiVectorEncoder):
             if token_pooling is not None:
                 raise ValueError("Pass either pool_factor or token_pooling, not both.")
             token_pooling = HierarchicalTokenPooling(pool_factor, num_protected_tokens=1, normalize_embeddings=False)
+        multi_process = _check_multi_process(pool, device, chunk_size)
         settings = dict(
+            pool=pool,
+            device=device,
+            chunk_size=chunk_size,
             prompt_name=prompt_name,
             prompt=prompt,
             batch_size=batch_size,
@@ -310,10 +341,17 @@ class ColBERT(MultiVectorEncoder):
             **kwargs,
         )
         chunk = 4 * batch_size
-        if not show_progress_bar or isinstance(texts, str) or len(texts) <= chunk or kwargs.get("convert_to_tensor"):
+        if (
+            multi_process
+            or not show_progress_bar
+            or isinstance(texts, str)
+            or len(texts) <= chunk
+            or kwargs.get("convert_to_tensor")
+        ):
             return super().encode(inputs=texts, show_progress_bar=show_progress_bar, **settings)
         # Sentence Transformers' own bar is a terminal one (stderr text in Jupyter): encode in chunks
-        # under a tqdm.auto bar instead, which is a widget in notebooks.
+        # under a tqdm.auto bar instead, which is a widget in notebooks. Not for several processes: a
+        # device list would start a pool per chunk, and each chunk would wait for its slowest worker.
         encoded = []
         with tqdm(total=len(texts), desc=f"Encoding {PLURALS[task]}", unit=task) as bar:
             for start in range(0, len(texts), chunk):
@@ -412,6 +450,21 @@ def _check_texts(texts: Any) -> None:
             raise TypeError(f"Text {position} is {type(text).__name__}, not str.")
         if not text.strip():
             raise ValueError(f"Text {position} is empty: an empty text has no tokens to embed.")
+
+
+def _check_multi_process(pool: Any, device: Any, chunk_size: Any) -> bool:
+    """Whether ``encode`` runs in several processes; errors for settings Sentence Transformers would
+    ignore silently (a device beside a pool, a chunk_size without either) or fail on deep inside."""
+    if pool is not None and not (isinstance(pool, dict) and {"input", "output", "processes"} <= pool.keys()):
+        raise TypeError(f"pool must be what model.start_multi_process_pool(...) returns, got {type(pool).__name__}.")
+    if pool is not None and device is not None:
+        raise ValueError("Pass pool or device, not both: the pool's processes already have their devices.")
+    if isinstance(device, list) and not device:
+        raise ValueError('device is an empty list: name one device per process, e.g. ["cuda:0", "cuda:1"].')
+    multi_process = pool is not None or isinstance(device, list)
+    if chunk_size is not None and not multi_process:
+        raise ValueError('chunk_size is for several processes: pass it with pool= or device=["cpu", "cpu"].')
+    return multi_process
 
 
 def _base_model_name(name_or_path: str) -> str:

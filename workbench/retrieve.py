@@ -1,8 +1,8 @@
 """Retrieval over an index, in PyLate's shape.
 
-What goes in: any :class:`~workbench.indexes.Index` (Exact, Voyager, PLAID or your own) and query
-embeddings (a list of ``[n_tokens, dim]`` arrays, as ``model.encode(..., is_query=True)`` gives, or a
-padded tensor).
+What goes in: any :class:`~workbench.indexes.Index` (Exact, Voyager, PLAID or your own) or
+:class:`~workbench.indexes.Engine` (Qdrant), and query embeddings (a list of ``[n_tokens, dim]``
+arrays, as ``model.encode(..., is_query=True)`` gives, or a padded tensor).
 
 What comes out: per query, a list of ``{"id": document id, "score": MaxSim}``, best first. One call
 reads one committed state of the index, even while another process adds or removes documents.
@@ -21,13 +21,16 @@ queries over its corpus, :func:`encode_corpus` encoding the corpus) and returns 
 :func:`recall_latency` sweeps the search settings of any index (its own ``sweep``, or yours): recall
 of the exact top-k against milliseconds per query (the curve ``workbench.plots.recall_latency`` draws), and
 :func:`compare_indexes` builds several indexes and measures bytes, build time, latency and recall.
+:func:`index_corpus` streams a corpus of any size into any index, chunk by chunk, in one process or several.
 """
 
 from __future__ import annotations
 
+import inspect
+import itertools
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from typing import Any
 
 import numpy as np
@@ -37,6 +40,7 @@ from tqdm.auto import tqdm
 from workbench import indexes, metrics
 from workbench.data import Collection
 from workbench.indexes.base import check_positive
+from workbench.indexes.store import document_ids_of
 from workbench.indexes.voyager import Voyager
 from workbench.measure import best_ms
 from workbench.scores import colbert_scores, pack, top_k
@@ -47,6 +51,8 @@ __all__ = [
     "compare_indexes",
     "encode_corpus",
     "exact",
+    "index_corpus",
+    "rankings_agree",
     "recall_at",
     "recall_latency",
     "search_collection",
@@ -81,8 +87,9 @@ class ColBERT:
             subset: only these document ids may be returned (filtering).
             n_full_scores: candidates per query scored exactly (Voyager) or by full centroid
                 interaction (PLAID).
-            device: where exact MaxSim runs (``"cuda"``, ``"mps"``); None: the CPU, as in PyLate.
-            settings: any other search setting of the index (PLAID's ``n_ivf_probe``).
+            device: where exact MaxSim runs (``"cuda"``, ``"mps"``); None: the CPU, as in PyLate. An
+                :class:`~workbench.indexes.Engine` (Qdrant) scores in its engine and ignores it.
+            settings: any other search setting of the index (PLAID's ``n_ivf_probe``, Qdrant's ``hnsw_ef``).
 
         Search settings the index does not have, and values that are not positive integers, raise
         ValueError naming the index's settings; None keeps the index's own value.
@@ -94,6 +101,8 @@ class ColBERT:
         settings = {name: value for name, value in settings.items() if value is not None}
         self.index.settings(**settings)
         queries = pack(queries_embeddings)
+        if isinstance(self.index, indexes.Engine):
+            return self._retrieve_from_engine(queries, k, batch_size, subset, settings)
         # One committed state for the whole call: the mask, every batch's positions and the ids they
         # map to all come from it, whatever another process commits meanwhile.
         snapshot = self.index.snapshot()
@@ -109,6 +118,18 @@ class ColBERT:
                 batch, k, subset=mask, snapshot=snapshot, device=device, **settings
             ):
                 results.append([{"id": snapshot.ids[p], "score": float(s)} for p, s in zip(positions, scores)])
+        return results
+
+    def _retrieve_from_engine(self, queries, k: int, batch_size: int, subset, settings: dict) -> list[list[dict]]:
+        """The same results from an :class:`~workbench.indexes.Engine`: it keeps the documents and their
+        ids, so there is no snapshot to read, and its search returns ids rather than positions."""
+        if len(queries) and self.index.dim is not None and queries.dim != self.index.dim:
+            raise ValueError(f"Queries have dimension {queries.dim}, the index holds {self.index.dim}.")
+        results = []
+        for start in range(0, len(queries), batch_size):
+            batch = queries.select(range(start, min(start + batch_size, len(queries))))
+            for ids, scores in self.index.search(batch, k, subset=subset, **settings):
+                results.append([{"id": i, "score": float(s)} for i, s in zip(ids, scores)])
         return results
 
 
@@ -260,6 +281,35 @@ def timed_retrieve(retriever: ColBERT, queries, k: int, repeats: int, **settings
     )
 
 
+def rankings_agree(
+    results: Sequence[Sequence[dict]], reference: Sequence[Sequence[dict]], atol: float = 1e-4
+) -> pd.DataFrame:
+    """Whether two searches ranked each query alike: one row per query.
+
+    Columns: ``same order`` (the same ids in the same order), ``same up to ties`` (where the ids differ,
+    the two scores at that rank agree within ``atol``: tied documents, which either order may put first),
+    and ``largest score difference`` (over the ranks, between the two score lists). Both inputs are
+    :meth:`ColBERT.retrieve`'s shape; :func:`exact` gives the reference.
+    """
+    if len(results) != len(reference):
+        raise ValueError(f"{len(results)} result lists against {len(reference)} reference lists.")
+    rows = []
+    for hits, truth in zip(results, reference):
+        if len(hits) != len(truth):
+            rows.append({"same order": False, "same up to ties": False, "largest score difference": np.inf})
+            continue
+        gaps = [abs(hit["score"] - true["score"]) for hit, true in zip(hits, truth)]
+        ids_equal = [hit["id"] == true["id"] for hit, true in zip(hits, truth)]
+        rows.append(
+            {
+                "same order": all(ids_equal),
+                "same up to ties": all(equal or gap <= atol for equal, gap in zip(ids_equal, gaps)),
+                "largest score difference": max(gaps, default=0.0),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def recall_at(results: Sequence[Sequence[dict]], reference: Sequence[Sequence[str]], k: int) -> float:
     """Mean fraction of each query's reference top ``k`` that ``results`` found."""
     return float(
@@ -270,3 +320,90 @@ def recall_at(results: Sequence[Sequence[dict]], reference: Sequence[Sequence[st
             ]
         )
     )
+
+
+def index_corpus(
+    model,
+    documents: Mapping[str | int, str] | Iterable[tuple[str | int, str]],
+    index,
+    chunk_size: int = 10_000,
+    batch_size: int = 32,
+    pool: dict | None = None,
+    device: str | list[str] | None = None,
+    show_progress_bar: bool = True,
+):
+    """Encode a corpus chunk by chunk and add each chunk to ``index``: for corpora too big for memory.
+
+    What goes in: ``documents``, a mapping id -> text or an iterable of ``(id, text)`` pairs (a
+    generator is read lazily, ``chunk_size`` pairs at a time), and ``index``, anything with
+    ``add_documents(documents_ids=, documents_embeddings=)`` (Exact, Voyager, PLAID, Qdrant...). Each
+    chunk is encoded as documents (``batch_size`` texts per forward pass) and added in one call, so
+    one chunk's texts and embeddings are held at a time, and the ids seen (to refuse a duplicate).
+    ``pool`` (``model.start_multi_process_pool(...)``) or a device list (``device=["cuda:0", "cuda:1"]``)
+    encodes in several processes; a device list starts one pool for the whole corpus. (On CPUs, start
+    workers with ``OMP_NUM_THREADS`` = cores / workers: otherwise their threads fight over the cores.)
+
+    What comes out: ``index``, holding the corpus.
+
+    Each chunk is checked before it is encoded: pairs, ids (str or int, once in the whole corpus),
+    non-empty str texts. A bad document raises before its chunk is written; the chunks before it
+    stay in the index (each ``add_documents`` commits), and the error says how many.
+
+    Example::
+
+        from workbench import indexes, models, retrieve
+
+        model = models.load_model()  # the embedded all-MiniLM-L6-v2 ColBERT, offline
+        corpus = ((f"d{i}", f"document number {i}") for i in range(1000))  # e.g. lines of a file
+        index = indexes.Exact(index_folder="corpus-index", override=True)
+        retrieve.index_corpus(model, corpus, index, chunk_size=256)  # on two GPUs: device=["cuda:0", "cuda:1"]
+        len(index)  # 1000
+    """
+    check_positive(chunk_size=chunk_size, batch_size=batch_size)
+    if isinstance(documents, (str, bytes)):
+        raise TypeError("documents must be a mapping id -> text or an iterable of (id, text) pairs, not a string.")
+    # A device list given to every encode call would start and stop a pool per chunk.
+    own_pool = pool is None and isinstance(device, list) and len(device) > 0
+    if own_pool:
+        pool, device = model.start_multi_process_pool(device), None
+    total = len(documents) if isinstance(documents, Sized) else None
+    # An index with a bar of its own (Qdrant's upserts) would draw one more bar per chunk under this one.
+    has_bar = "show_progress_bar" in inspect.signature(index.add_documents).parameters
+    quiet = {"show_progress_bar": False} if has_bar else {}
+    try:
+        with tqdm(total=total, desc="Indexing documents", unit="document", disable=not show_progress_bar) as bar:
+            for ids, texts in _checked_chunks(documents, chunk_size):
+                embeddings = model.encode(
+                    texts, is_query=False, batch_size=batch_size, show_progress_bar=False, pool=pool, device=device
+                )
+                index.add_documents(documents_ids=ids, documents_embeddings=embeddings, **quiet)
+                bar.update(len(ids))
+    finally:
+        if own_pool:
+            model.stop_multi_process_pool(pool)
+    return index
+
+
+def _checked_chunks(documents, chunk_size: int):
+    """``(ids, texts)`` of at most ``chunk_size`` documents at a time, each chunk checked when it is read."""
+    pairs = iter(documents.items() if isinstance(documents, Mapping) else documents)
+    seen: set[str] = set()
+    while chunk := list(itertools.islice(pairs, chunk_size)):
+        # Every earlier chunk was added before this one was read, which is what the errors report.
+        where = f"in the chunk from document {len(seen)}; the {len(seen)} before it are in the index"
+        for pair in chunk:
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                raise TypeError(f"documents must give (id, text) pairs, got {pair!r:.80} ({where}).")
+        try:
+            ids = document_ids_of([identifier for identifier, _ in chunk])
+        except ValueError as error:
+            raise ValueError(f"{error} ({where})") from None
+        for identifier, (_, text) in zip(ids, chunk):
+            if not isinstance(text, str):
+                raise TypeError(f"Document {identifier!r} has a {type(text).__name__} text, not str ({where}).")
+            if not text.strip():
+                raise ValueError(f"Document {identifier!r} has an empty text: it has no tokens to embed ({where}).")
+            if identifier in seen:
+                raise ValueError(f"Document id {identifier!r} appears twice in the corpus ({where}).")
+            seen.add(identifier)
+        yield ids, [text for _, text in chunk]

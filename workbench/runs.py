@@ -29,10 +29,13 @@ Example::
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
+import re
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,10 +47,15 @@ from workbench.provenance import describe
 
 __all__ = [
     "PROFILES",
+    "SETTINGS",
     "ARTIFACTS",
+    "CONFIG",
     "TIME_UNITS",
+    "TREC_PARTS",
     "MissingStepError",
     "Run",
+    "check_setting",
+    "compare",
     "contract",
     "maker_of",
     "open_run",
@@ -57,6 +65,46 @@ __all__ = [
     "start_run",
     "with_time_units",
 ]
+
+_TEXT_OR_NONE = (str, type(None))
+
+# Every setting a run has: what it holds, and the kinds of value it takes (:func:`check_setting`).
+SETTINGS: dict[str, tuple[str, tuple[type, ...]]] = {
+    "seed": ("the seed of Python, numpy and torch in every step", (int,)),
+    "data": ("training data: 'docstrings' (embedded), a NanoBEIR name or a BEIR/NanoBEIR folder", (str,)),
+    "base_model": (
+        "the model trained: a hub id or local path (None: the embedded all-MiniLM-L6-v2)",
+        _TEXT_OR_NONE,
+    ),
+    "contrastive_steps": ("contrastive training steps (notebook 02)", (int,)),
+    "contrastive_batch_size": ("contrastive batch size", (int,)),
+    "contrastive_negatives": ("BM25 hard negatives per query, besides in-batch negatives", (int,)),
+    "distillation_steps": ("distillation steps (notebook 03)", (int,)),
+    "distillation_batch_size": ("distillation batch size", (int,)),
+    "distillation_queries": ("training queries the teacher scores (None: all of them)", (int, type(None))),
+    "distillation_negatives": ("BM25 negatives per query the teacher scores with the positive", (int,)),
+    "teacher": (
+        "a cross-encoder or ColBERT: hub id or local folder (None: this run's contrastive model)",
+        _TEXT_OR_NONE,
+    ),
+    "evaluation_datasets": (
+        "NanoBEIR names or NanoBEIR/BEIR folders notebook 06 evaluates on (None: the run's own test collections)",
+        (list, type(None)),
+    ),
+    "learning_rate": ("the learning rate of both trainings", (float, int)),
+    "device": ("'cpu', 'cuda', 'mps' (None: CUDA, else MPS, else the CPU)", _TEXT_OR_NONE),
+}
+
+# Settings counted in steps, examples or queries: a positive integer when given.
+_COUNTS = {
+    "contrastive_steps",
+    "contrastive_batch_size",
+    "distillation_steps",
+    "distillation_batch_size",
+    "distillation_queries",
+    "distillation_negatives",
+    "contrastive_negatives",
+}
 
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
@@ -76,10 +124,13 @@ PROFILES: dict[str, dict[str, Any]] = {
         # Its outputs are committed and compared on every machine: the CPU everywhere, GPU or not.
         "device": "cpu",
     },
+    # A real experiment, for a GPU: train bert-base-uncased on MS MARCO's NanoBEIR queries (the test split
+    # held out by notebook 01, and those queries kept out of every evaluation), distil from a MiniLM
+    # cross-encoder, evaluate on the 13 NanoBEIR datasets. Point data at a BEIR folder for more training data.
     "full": {
         "seed": 0,
-        "data": "docstrings",
-        "base_model": None,
+        "data": "NanoMSMARCO",
+        "base_model": "google-bert/bert-base-uncased",
         "contrastive_steps": 2000,
         "contrastive_batch_size": 32,
         "contrastive_negatives": 1,
@@ -87,13 +138,15 @@ PROFILES: dict[str, dict[str, Any]] = {
         "distillation_batch_size": 16,
         "distillation_queries": None,  # all of them
         "distillation_negatives": 8,
-        "teacher": "cross-encoder/ms-marco-MiniLM-L-6-v2",
+        "teacher": "cross-encoder/ms-marco-MiniLM-L6-v2",
         "evaluation_datasets": list(NANOBEIR_DATASETS),
         "learning_rate": 3e-5,
         "device": None,  # None: CUDA, else MPS, else the CPU
     },
 }
 
+# The pipeline's record of how the run was configured (workbench.pipeline.configure).
+CONFIG = "config.json"
 
 # The run-folder contract: every artifact a notebook leaves for others, the step that makes it, what it holds.
 # A path under an artifact (``index/<collection>``) is made by the same step.
@@ -111,6 +164,8 @@ ARTIFACTS: dict[str, tuple[str, str]] = {
     "results/index-comparison.csv": ("04_indexing", "bytes, build time, latency and recall per index"),
     "results/retrieval.csv": ("05_retrieval_and_rerank", "retrieval and rerank metrics per system"),
     "results/evaluation.csv": ("06_nanobeir_evaluation", "metrics per model and dataset"),
+    "trec/retrieval": ("05_retrieval_and_rerank", "per-query runs of every system, trec/retrieval/<dataset>/"),
+    "trec/evaluation": ("06_nanobeir_evaluation", "per-query runs of every model, trec/evaluation/<dataset>/"),
     "card": ("07_model_card", "the model card (README.md)"),
 }
 
@@ -138,16 +193,59 @@ class MissingStepError(FileNotFoundError):
     """A notebook needs what an earlier notebook makes, and it is not there."""
 
 
-def settings(profile: str = "quick", **overrides: Any) -> dict[str, Any]:
-    """The profile's defaults, with every override that is not ``None`` applied."""
-    if profile not in PROFILES:
+def check_setting(name: str, value: Any) -> None:
+    """ValueError unless ``name`` is a setting (:data:`SETTINGS`) and ``value`` a value it takes."""
+    if name not in SETTINGS:
+        close = difflib.get_close_matches(name, SETTINGS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"Unknown setting {name!r}.{hint} Known settings: {', '.join(SETTINGS)}.")
+    kinds = SETTINGS[name][1]
+    # bool is an int to Python, never a count or a seed to a user
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        wanted = " or ".join("None" if kind is type(None) else kind.__name__ for kind in kinds)
+        raise ValueError(f"Setting {name!r} takes {wanted}, got {value!r} ({type(value).__name__}).")
+    if name in _COUNTS and value is not None and value < 1:
+        raise ValueError(f"Setting {name!r} must be a positive integer, got {value}.")
+    if name == "evaluation_datasets" and value is not None and not (value and all(isinstance(v, str) for v in value)):
+        raise ValueError(f"Setting 'evaluation_datasets' takes a non-empty list of names or folders, got {value!r}.")
+
+
+def settings(profile: str | Mapping[str, Any] = "quick", **overrides: Any) -> dict[str, Any]:
+    """The profile's settings, with every override that is not ``None`` applied and checked.
+
+    ``profile`` is a name in :data:`PROFILES`, or a resolved configuration (every setting, as the
+    pipeline injects it from ``-p``/``-y``/``-f``, :func:`workbench.pipeline.configure`) whose
+    ``"profile"`` names the profile it came from.
+    """
+    if isinstance(profile, Mapping):
+        base = dict(profile)
+        missing = set(SETTINGS) - set(base)
+        if missing or base.get("profile") not in PROFILES:
+            raise ValueError(
+                f"A configuration needs every setting and a 'profile' in {sorted(PROFILES)}; "
+                f"missing {sorted(missing | ({'profile'} - set(base)))}."
+            )
+    elif profile in PROFILES:
+        base = dict(PROFILES[profile], profile=profile)
+    else:
         raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}.")
-    unknown = set(overrides) - set(PROFILES[profile])
-    if unknown:
-        raise ValueError(f"Unknown settings {sorted(unknown)}; known: {sorted(PROFILES[profile])}.")
-    chosen = dict(PROFILES[profile], profile=profile)
-    chosen.update({key: value for key, value in overrides.items() if value is not None})
+    chosen = {**base, **{key: value for key, value in overrides.items() if value is not None}}
+    for name, value in chosen.items():
+        if name != "profile":
+            check_setting(name, value)
     return chosen
+
+
+def compare(run_folders: Sequence[str | Path | Run], **options: Any):
+    """One table across run folders, with paired significance against a baseline run: a
+    :class:`workbench.comparison.Comparison` (its ``to_markdown()`` and ``to_latex()`` are for papers).
+    ``options`` are :func:`workbench.comparison.compare`'s (labels, part, systems, metric, baseline, test, ...).
+
+    Example: ``runs.compare(["runs/20250101-120000", "runs/20250102-090000"]).to_latex()``
+    """
+    from workbench.comparison import compare as compare_runs  # it imports this module
+
+    return compare_runs(run_folders, **options)
 
 
 def runs_root() -> Path:
@@ -213,6 +311,17 @@ class Run:
             for path in sorted((self.path / "steps").glob("*.json"))
         }
 
+    def configuration(self) -> dict[str, Any]:
+        """The run's resolved configuration: what the pipeline recorded in ``config.json`` (every profile
+        key, :func:`workbench.pipeline.configure`), else the parameters its steps recorded, merged in
+        step order (notebooks run by hand)."""
+        if (self.path / CONFIG).exists():
+            return json.loads((self.path / CONFIG).read_text(encoding="utf-8"))["configuration"]
+        merged: dict[str, Any] = {}
+        for entry in self.steps().values():
+            merged.update(entry.get("parameters", {}))
+        return merged
+
     def output(self, step: str, key: str) -> Any:
         """A value ``step`` recorded for later steps (its ``outputs``), or a :class:`MissingStepError`."""
         path = self.require(f"steps/{step}.json")
@@ -260,12 +369,62 @@ class Run:
         """``results/<name>.csv``, as :meth:`save_table` wrote it."""
         return pd.read_csv(self.require(f"results/{name}.csv", made_by), index_col=0)
 
+    def save_trec(self, part: str, dataset: str, qrels: Mapping, systems: Mapping[str, Mapping]) -> Path:
+        """Keep every system's per-query ranking on ``dataset``, so significance can be computed later.
+
+        Writes ``trec/<part>/<dataset>/``: ``qrels.txt`` (TREC qrels: ``qid 0 docid grade``), one TREC run
+        per system (``qid Q0 docid rank score tag``, :func:`workbench.metrics.save_run`) and
+        ``index.json``: the dataset's name and each system's display name -> file. ``part`` is
+        ``"retrieval"`` (notebook 05) or ``"evaluation"`` (06). Every id is checked before anything is written.
+        """
+        from workbench.metrics import check_trec_ids, save_run
+
+        if part not in TREC_PARTS:
+            raise ValueError(f"part must be one of {TREC_PARTS}, got {part!r}.")
+        folder = self.path / "trec" / part / _file_name(dataset)
+        files = {name: f"{_file_name(name)}.trec" for name in systems}
+        if len(set(files.values())) < len(files):
+            raise ValueError(f"System names {sorted(systems)} give the same file name twice.")
+        for run in systems.values():
+            check_trec_ids(run)
+        check_trec_ids(qrels)
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "qrels.txt", "w", encoding="utf-8") as out:
+            for query_id, judgements in qrels.items():
+                for document_id, grade in judgements.items():
+                    out.write(f"{query_id} 0 {document_id} {int(grade)}\n")
+        for name, run in systems.items():
+            save_run(run, str(folder / files[name]), name=name)
+        index = {"dataset": dataset, "systems": files}
+        (folder / "index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+        return folder
+
+    def trec(self, part: str) -> dict[str, tuple[dict, dict[str, dict]]]:
+        """What :meth:`save_trec` kept under ``trec/<part>``: dataset -> (qrels, {system: run})."""
+        from workbench.metrics import load_run
+
+        found = {}
+        for folder in sorted(self.require(f"trec/{part}").iterdir()):
+            if not (folder / "index.json").exists():
+                continue
+            qrels: dict[str, dict[str, int]] = {}
+            for line in (folder / "qrels.txt").read_text(encoding="utf-8").splitlines():
+                query_id, _, document_id, grade = line.split()
+                qrels.setdefault(query_id, {})[document_id] = int(grade)
+            index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
+            systems = {name: load_run(str(folder / file)) for name, file in index["systems"].items()}
+            found[index["dataset"]] = (qrels, systems)
+        return found
+
     def save_figure(self, figure, name: str) -> None:
         """Save ``figure`` as ``plots/<name>.png`` (returns nothing: in a notebook, the figure shows itself)."""
         path = self.path / "plots" / f"{name}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, dpi=100, bbox_inches="tight")
 
+
+# Where per-query runs come from: notebook 05's systems on the test collection, notebook 06's models on each dataset.
+TREC_PARTS = ("retrieval", "evaluation")
 
 # Columns that hold timings, and their units: shown as "12.3 ms" so that a reader (and the notebook
 # check's replace patterns, nbconfig/tolerances.yaml) can tell a timing, which varies from run to run, from a result.
@@ -303,10 +462,10 @@ def setup_display() -> None:
     matplotlib.rcParams.update({"figure.dpi": 72, "savefig.dpi": 100})
 
 
-def start_run(run_dir: str | Path | None = None) -> Run:
+def start_run(run_dir: str | Path | None = None, point_latest: bool = True) -> Run:
     """A run to fill: ``run_dir`` (or ``$WORKBENCH_RUN``) when given, else a new timestamped folder.
 
-    ``runs/latest`` then points at it, so the next notebooks find it.
+    ``runs/latest`` then points at it (unless ``point_latest`` is False), so the next notebooks find it.
     """
     chosen = run_dir or os.environ.get("WORKBENCH_RUN")
     root = runs_root()
@@ -319,7 +478,8 @@ def start_run(run_dir: str | Path | None = None) -> Run:
             suffix += 1
             path = root / f"{stamp}-{suffix}"
     path.mkdir(parents=True, exist_ok=True)
-    _point_latest(root, path)
+    if point_latest:
+        _point_latest(root, path)
     return Run(path)
 
 
@@ -333,6 +493,14 @@ def open_run(run_dir: str | Path | None = None) -> Run:
             "(or `make run` for the whole chain)."
         )
     return Run(path.resolve())
+
+
+def _file_name(name: str) -> str:
+    """``name`` as one safe file name: runs of anything but letters, digits, ``.``, ``_`` and ``-`` become ``_``."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
+    if not safe:
+        raise ValueError(f"{name!r} cannot name a file.")
+    return safe
 
 
 def _point_latest(root: Path, path: Path) -> None:

@@ -53,6 +53,7 @@ __all__ = [
     "bm25_negatives",
     "cropped_collection",
     "docstring_collection",
+    "held_out",
     "load_teacher",
     "model_negatives",
     "pseudo_queries",
@@ -305,6 +306,21 @@ def cropped_collection(collection: Collection, seed: int = 0) -> Collection:
     relevant = sorted({d for q in collection.judged_queries for d in collection.relevant(q)})
     queries, qrels = pseudo_queries({d: collection.corpus[d] for d in relevant}, strategy="crop", seed=seed)
     return Collection(f"{collection.name}-crops", collection.corpus, queries, qrels, collection.titles)
+
+
+def held_out(collection: Collection, train: Collection) -> tuple[Collection, int]:
+    """``collection`` without the queries ``train`` trained on, and how many were dropped.
+
+    A query is a training query when ``train`` holds the same id with the same text: evaluating on it
+    would report memory as retrieval (the ``full`` profile trains on part of NanoMSMARCO and evaluates on
+    all of NanoBEIR). The corpus and the other queries stay as they are.
+    """
+    seen = {query_id for query_id, text in collection.queries.items() if train.queries.get(query_id) == text}
+    if not seen:
+        return collection, 0
+    kept = {query_id: text for query_id, text in collection.queries.items() if query_id not in seen}
+    qrels = {query_id: judgements for query_id, judgements in collection.qrels.items() if query_id not in seen}
+    return Collection(collection.name, collection.corpus, kept, qrels, collection.titles), len(seen)
 
 
 def load_teacher(name_or_path: str, device: str | None = None):

@@ -1,10 +1,12 @@
-"""Indexes of document token embeddings, behind one contract (:class:`Index`).
+"""Indexes of document token embeddings, behind one contract (:class:`Index`; :class:`Engine` for an external engine).
 
 - :class:`Exact`: brute-force MaxSim over every document; the ground truth.
 - :class:`Voyager`: an HNSW graph over token centroids for candidates, exact MaxSim from fp16 tokens.
 - :class:`PLAID`: residual-compressed tokens (no full-precision copy), PLAID's centroid interaction.
+- :class:`Qdrant`: documents served by Qdrant (a server or cluster, its local mode, or its engine
+  in-process) as multivectors; an :class:`Engine`, which keeps documents outside a token store.
 
-All three speak PyLate's surface::
+All four speak PyLate's surface::
 
     from workbench import indexes
 
@@ -19,10 +21,11 @@ the same commit while another process writes (``retrieve.ColBERT`` does). To add
 :class:`Index` (see :mod:`workbench.indexes.base`) and register it in :data:`KINDS`.
 """
 
-from workbench.indexes.base import Index, check_positive
+from workbench.indexes.base import Engine, Index, check_positive
 from workbench.indexes.centroids import Postings, assign, default_centroid_count, spherical_kmeans
 from workbench.indexes.exact import Exact
 from workbench.indexes.plaid import PLAID
+from workbench.indexes.qdrant import Qdrant
 from workbench.indexes.store import IndexCorruptError, IndexLockedError
 from workbench.indexes.voyager import RETRAIN_GROWTH, Voyager, centroids_of
 
@@ -30,11 +33,13 @@ __all__ = [
     "KINDS",
     "PLAID",
     "RETRAIN_GROWTH",
+    "Engine",
     "Exact",
     "Index",
     "IndexCorruptError",
     "IndexLockedError",
     "Postings",
+    "Qdrant",
     "Voyager",
     "assign",
     "centroids_of",

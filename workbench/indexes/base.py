@@ -22,6 +22,10 @@ A subclass gives:
 - optionally ``_derive(arrays) -> Additions``: what a commit of new documents adds (codes, centroids).
 
 See :mod:`workbench.indexes.exact` for the smallest complete index.
+
+An index whose documents live in an external engine (a Qdrant server, an embedded engine) has no
+token store, no positions and no snapshots: it subclasses :class:`Engine` instead, whose contract is
+in that class, and :class:`~workbench.retrieve.ColBERT` retrieves from either.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import numpy as np
 from workbench.indexes.store import Additions, Snapshot, TokenStore
 from workbench.scores import PackedEmbeddings
 
-__all__ = ["Index", "check_positive"]
+__all__ = ["Engine", "Index", "check_positive"]
 
 
 def check_positive(**values: Any) -> None:
@@ -44,6 +48,22 @@ def check_positive(**values: Any) -> None:
     for name, value in values.items():
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
             raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+
+def _applied_settings(index: Index | Engine, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``index.search_settings`` with ``overrides`` (None: keep) applied. ValueError for a setting the index
+    does not have, a value that is not a bool for a yes/no setting, or not a positive integer for the others."""
+    unknown = [name for name, value in overrides.items() if value is not None and name not in index.search_settings]
+    if unknown:
+        known = ", ".join(index.search_settings) or "none"
+        raise ValueError(f"{type(index).__name__} has no search setting {', '.join(unknown)} (its settings: {known}).")
+    given = {name: value for name, value in overrides.items() if value is not None}
+    switches = {name for name in given if isinstance(index.search_settings[name], bool)}
+    for name in switches:
+        if not isinstance(given[name], bool):
+            raise ValueError(f"{name} must be True or False, got {given[name]!r}.")
+    check_positive(**{name: value for name, value in given.items() if name not in switches})
+    return {**index.search_settings, **given}
 
 
 class Index:
@@ -97,14 +117,7 @@ class Index:
     def settings(self, **overrides: int | None) -> dict[str, int]:
         """The index's search settings with ``overrides`` (None: keep) applied; ValueError for a setting
         this index does not have or a value that is not a positive integer."""
-        unknown = [name for name, value in overrides.items() if value is not None and name not in self.search_settings]
-        if unknown:
-            known = ", ".join(self.search_settings) or "none"
-            raise ValueError(
-                f"{type(self).__name__} has no search setting {', '.join(unknown)} (its settings: {known})."
-            )
-        check_positive(**overrides)
-        return {**self.search_settings, **{name: value for name, value in overrides.items() if value is not None}}
+        return _applied_settings(self, overrides)
 
     def __len__(self) -> int:
         return len(self.store)
@@ -172,3 +185,38 @@ class Index:
         """The latest committed state, to hand to :meth:`search` and :meth:`subset_mask`."""
         self.refresh()
         return self.store.snapshot
+
+
+class Engine:
+    """Base of indexes whose documents live in an external engine, which keeps their ids and tokens.
+
+    A subclass gives PyLate's lifecycle, with the same checks as :class:`Index` (nothing is written when
+    a check fails):
+
+    - ``add_documents(documents_ids, documents_embeddings)``: ids (str or int, kept as str) unique and
+      not in the index, one ``[n_tokens, dim]`` embedding each, one dimension throughout;
+    - ``remove_documents(documents_ids)``: every id must be in the index (KeyError otherwise);
+    - ``get_documents_embeddings(documents_ids)``: fp32 arrays, nested lists for nested ids;
+    - ``len(index)``, ``dim`` (None before the first documents) and ``close()``;
+    - ``search(queries, k, subset=None, **settings)``: for each query of ``queries``
+      (:class:`~workbench.scores.PackedEmbeddings`), a pair ``(ids, scores)`` of its best ``k``
+      documents, best first, scores MaxSim; ``subset``: only these ids may be returned;
+    - ``search_settings`` and ``sweep`` as an :class:`Index` has them; :meth:`settings` validates.
+
+    :class:`~workbench.retrieve.ColBERT` turns those pairs into PyLate's output. See
+    :class:`workbench.indexes.Qdrant`.
+    """
+
+    sweep: ClassVar[tuple[dict[str, Any], ...]] = ({},)
+    search_settings: dict[str, Any]
+
+    def search(
+        self, queries: PackedEmbeddings, k: int, subset: Sequence[str] | None = None, **settings: Any
+    ) -> list[tuple[list[str], np.ndarray]]:
+        """Per query, ``(ids, scores)`` of its best ``k`` documents (see the class docstring)."""
+        raise NotImplementedError
+
+    def settings(self, **overrides: Any) -> dict[str, Any]:
+        """The search settings with ``overrides`` (None: keep) applied; ValueError for a setting this index
+        does not have, or a value of the wrong kind (a bool for a yes/no setting, else a positive integer)."""
+        return _applied_settings(self, overrides)
