@@ -37,7 +37,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from workbench.indexes.base import Engine, check_positive
-from workbench.indexes.store import IndexCorruptError, document_ids_of
+from workbench.indexes.store import IndexCorruptError, check_batch, document_ids_of
 from workbench.scores import PackedEmbeddings, to_numpy
 
 __all__ = ["NAMESPACE", "Qdrant", "point_id"]
@@ -256,15 +256,7 @@ class Qdrant(Engine):
 
     def _checked(self, ids: list[str], embeddings: Sequence[Any]) -> list[np.ndarray]:
         """The embeddings as fp32 ``[n_tokens, dim]`` arrays (what Qdrant stores), after every index's checks."""
-        if len(ids) != len(embeddings):
-            raise ValueError(f"{len(ids)} document ids but {len(embeddings)} embeddings.")
-        if not ids:
-            raise ValueError("No documents to add.")
-        seen: set[str] = set()
-        for identifier in ids:
-            if identifier in seen:
-                raise ValueError(f"Document id {identifier!r} appears twice in this call.")
-            seen.add(identifier)
+        check_batch(ids, embeddings)
         arrays, dim = [], self.dim
         for identifier, embedding in zip(ids, embeddings):
             array = np.asarray(to_numpy(embedding), dtype=np.float32)

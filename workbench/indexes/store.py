@@ -51,7 +51,15 @@ import numpy as np
 
 from workbench.scores import PackedEmbeddings, cast, to_numpy, token_rows_of
 
-__all__ = ["Additions", "IndexCorruptError", "IndexLockedError", "Snapshot", "TokenStore", "document_ids_of"]
+__all__ = [
+    "Additions",
+    "IndexCorruptError",
+    "IndexLockedError",
+    "Snapshot",
+    "TokenStore",
+    "check_batch",
+    "document_ids_of",
+]
 
 FORMAT = "workbench-token-store/1"
 DTYPES = {"float16": np.float16, "float32": np.float32}  # payloads kept as a plain token matrix
@@ -309,15 +317,7 @@ class TokenStore:
 
     def validate(self, ids: list[str], embeddings: Sequence[Any]) -> list[np.ndarray]:
         """Check ids and embeddings for an append; returns them as 2D float arrays."""
-        if len(ids) != len(embeddings):
-            raise ValueError(f"{len(ids)} document ids but {len(embeddings)} embeddings.")
-        if not ids:
-            raise ValueError("No documents to add.")
-        seen: set[str] = set()
-        for i in ids:
-            if i in seen:
-                raise ValueError(f"Document id {i!r} appears twice in this call.")
-            seen.add(i)
+        check_batch(ids, embeddings)
         already = [i for i in ids if i in self.position_of]
         if already:
             raise ValueError(f"Document ids already in the index: {already[:5]} (remove them first).")
@@ -620,3 +620,17 @@ def _article(word: str) -> str:
 def _stamp_of(stat: os.stat_result) -> tuple:
     """What changes whenever a new manifest is switched in."""
     return stat.st_mtime_ns, stat.st_size, stat.st_ino
+
+
+def check_batch(ids: list[str], embeddings: Sequence[Any]) -> None:
+    """ValueError unless ``ids`` and ``embeddings`` pair up one to one, hold something and no id twice:
+    the checks every index makes of an ``add_documents`` call before looking at its embeddings."""
+    if len(ids) != len(embeddings):
+        raise ValueError(f"{len(ids)} document ids but {len(embeddings)} embeddings.")
+    if not ids:
+        raise ValueError("No documents to add.")
+    seen: set[str] = set()
+    for identifier in ids:
+        if identifier in seen:
+            raise ValueError(f"Document id {identifier!r} appears twice in this call.")
+        seen.add(identifier)
