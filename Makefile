@@ -83,7 +83,8 @@ notebooks: $(INSTALLED)
 bench: $(INSTALLED) $(PYLATE_INSTALLED)
 	WORKBENCH_PYLATE_PYTHON=$(if $(wildcard $(PYLATE_INSTALLED)),$(PYLATE_VENV)/bin/python,) \
 	  $(PY) benchmarks/maxsim.py && $(PY) benchmarks/parity.py && $(PY) benchmarks/index.py && \
-	  $(PY) benchmarks/evaluation.py && $(PY) benchmarks/training.py
+	  $(PY) benchmarks/evaluation.py && $(PY) benchmarks/training.py && $(PY) benchmarks/encode.py && \
+	  $(PY) benchmarks/qdrant.py
 
 lab: $(INSTALLED)
 	$(VENV)/bin/jupyter lab --config=nbconfig/jupyter_lab_config.py
