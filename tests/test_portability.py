@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-import nbformat
 import pytest
 from datasets import load_from_disk
 
@@ -13,8 +12,6 @@ from workbench import data, pipeline
 from workbench.nbcheck import kernel_variant
 from workbench.scores import ranked_ids
 from workbench.training_sets import _triplets
-
-from helpers import ROOT
 
 
 def test_scores_that_agree_to_five_digits_tie_and_are_ordered_by_id():
@@ -34,13 +31,11 @@ def test_hard_negatives_are_the_same_when_scores_move_by_float_noise():
 
 
 def _build_dataset(run_dir, env):
-    notebook = pipeline.inject_parameters(
-        nbformat.read(ROOT / "notebooks" / "01_build_dataset.ipynb", as_version=4), {"run_dir": str(run_dir)}
-    )
+    """Notebook 01 into ``run_dir``, its kernel started with ``env`` added (papermill, as the pipeline runs it)."""
     saved = dict(os.environ)
     os.environ.update(env)
     try:
-        pipeline.execute(notebook, ROOT / "notebooks", record_timing=False)
+        pipeline.run_pipeline(run_dir=str(run_dir), only=["01"])
     finally:
         os.environ.clear()
         os.environ.update(saved)
