@@ -318,8 +318,8 @@ class Run:
         if (self.path / CONFIG).exists():
             return json.loads((self.path / CONFIG).read_text(encoding="utf-8"))["configuration"]
         merged: dict[str, Any] = {}
-        for entry in self.steps().values():
-            merged.update(entry.get("parameters", {}))
+        for entry in self.steps().values():  # a step may record its own knobs too (04's k): settings only
+            merged.update({k: v for k, v in entry.get("parameters", {}).items() if k in SETTINGS or k == "profile"})
         return merged
 
     def output(self, step: str, key: str) -> Any:
