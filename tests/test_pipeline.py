@@ -73,18 +73,20 @@ def test_a_notebook_run_alone_says_which_notebook_comes_first_and_keeps_what_ran
 def test_settings_apply_profile_then_files_then_yaml_then_parameters(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "beir").mkdir()
+    (tmp_path / "cpu").mkdir()  # a folder named like a value of another setting changes nothing
     experiment = tmp_path / "experiment.yaml"
     experiment.write_text("profile: full\ndata: beir\ncontrastive_steps: 500\nseed: 3\n")
     config = pipeline.configure(
         files=[experiment],
         yaml_texts=["seed: 4\nevaluation_datasets: [nfcorpus, scifact]"],
-        parameters=[("seed", "5"), ("teacher", "None"), ("learning_rate", "1e-4")],
+        parameters=[("seed", "5"), ("teacher", "None"), ("learning_rate", "1e-4"), ("device", "cpu")],
     )
     chosen = config["configuration"]
     assert config["profile"] == chosen["profile"] == "full"
     assert chosen["data"] == str(tmp_path / "beir"), "an existing path is made absolute: notebooks run elsewhere"
     assert (chosen["contrastive_steps"], chosen["seed"], chosen["teacher"]) == (500, 5, None)
     assert chosen["learning_rate"] == 1e-4 and chosen["evaluation_datasets"] == ["nfcorpus", "scifact"]
+    assert chosen["device"] == "cpu", "only settings that name files or folders are made absolute"
     assert chosen["distillation_steps"] == runs.PROFILES["full"]["distillation_steps"], "the rest is the profile's"
     assert config["sources"]["seed"] == "-p" and config["sources"]["data"] == f"-f {experiment}"
     assert runs.settings(chosen)["contrastive_steps"] == 500, "what the notebooks receive resolves the same"

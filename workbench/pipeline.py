@@ -47,6 +47,7 @@ from workbench import runs
 
 __all__ = [
     "NOTEBOOKS",
+    "PATH_SETTINGS",
     "notebooks",
     "selected",
     "configure",
@@ -60,6 +61,9 @@ __all__ = [
 ]
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+# Settings that may name a file or folder: one that exists is made absolute, as the notebooks run in notebooks/.
+# Not "docstrings", the embedded data's name, whatever the current folder holds; not device ("cpu").
+PATH_SETTINGS = ("data", "base_model", "teacher", "evaluation_datasets")
 
 
 def notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
@@ -149,7 +153,9 @@ def configure(
     sources: dict[str, str] = {}
     for source, values in layers:
         for name, value in values.items():
-            value = _absolute_if_path(_number_if_meant(name, value))
+            value = _number_if_meant(name, value)
+            if name in PATH_SETTINGS:
+                value = _absolute_if_path(value)
             runs.check_setting(name, value)
             applied[name], sources[name] = value, source
     configuration = {**runs.PROFILES[profile], **applied, "profile": profile}
@@ -193,7 +199,7 @@ def _number_if_meant(name: str, value: Any) -> Any:
 def _absolute_if_path(value: Any) -> Any:
     if isinstance(value, list):
         return [_absolute_if_path(item) for item in value]
-    if isinstance(value, str) and value and Path(value).exists():
+    if isinstance(value, str) and value and value != "docstrings" and Path(value).exists():
         return str(Path(value).resolve())
     return value
 
