@@ -25,11 +25,16 @@ STEPS = {"contrastive_steps": 4, "distillation_steps": 3, "distillation_queries"
 
 def _nanobeir_folder(source: data.Collection, folder, queries: int, documents: int) -> str:
     """A NanoBEIR-layout folder (corpus/, queries/, qrels/ parquet) of ``queries`` judged queries of
-    ``source`` over their judged documents and the first others, ``documents`` in all."""
+    ``source`` over ``documents`` documents: judged ones first, taken from the queries in turn (TREC DL
+    judges hundreds per query: every query keeps its most relevant ones), then others."""
     chosen = list(source.judged_queries)[:queries]
-    judged = list(dict.fromkeys(d for q in chosen for d in source.qrels[q] if d in source.corpus))
+    per_query = [
+        sorted((d for d in source.qrels[q] if d in source.corpus), key=lambda d: -source.qrels[q][d]) for q in chosen
+    ]
+    in_turn = (column[i] for i in range(max(map(len, per_query))) for column in per_query if i < len(column))
+    judged = list(dict.fromkeys(in_turn))
     others = [d for d in source.corpus if d not in set(judged)]
-    corpus = judged + others[: max(0, documents - len(judged))]
+    corpus = (judged + others)[:documents]
     kept = set(corpus)
     parts = {
         "corpus": [{"_id": d, "title": source.titles.get(d, ""), "text": source.corpus[d]} for d in corpus],

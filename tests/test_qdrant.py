@@ -10,11 +10,11 @@ import httpx
 import numpy as np
 import pytest
 
-from workbench import indexes, retrieve
+from workbench import data, indexes, retrieve
 from workbench.indexes import qdrant as qdrant_module
-from workbench.scores import colbert_scores
+from workbench.scores import colbert_scores, pack
 
-from helpers import ANSWERAI, ROOT, SHARED_DATA, require, unit
+from helpers import SHARED_DATA, require, unit
 
 ENGINES = {
     "local": lambda folder: {"path": folder / "qdrant-local"},
@@ -275,15 +275,16 @@ def rounding_bound(n_query_tokens: int, dim: int) -> float:
     return float(n_query_tokens * (dim + n_query_tokens) * u)
 
 
-@pytest.fixture(scope="module")
-def msmarco(tmp_path_factory):
-    """msmarco-dl19-5k's answerai-colbert-small-v1 embeddings (encoded once if not cached) and Exact's top 10."""
-    require(ANSWERAI)
-    require(SHARED_DATA / "msmarco-dl19-5k")
-    sys.path.insert(0, str(ROOT))  # benchmarks/ is a folder of scripts, not a package of the workbench
-    from benchmarks.common import cached_embeddings
+PARITY_DOCUMENTS = 600  # msmarco-dl19-5k's first passages: encoding all 5,000 takes minutes on a CPU
 
-    _, _, queries, document_ids, documents, _ = cached_embeddings("msmarco-dl19-5k")
+
+@pytest.fixture(scope="module")
+def msmarco(tmp_path_factory, answerai):
+    """answerai-colbert-small-v1 embeddings of msmarco-dl19-5k's queries and first passages, and Exact's top 10."""
+    collection = data.load_beir(require(SHARED_DATA / "msmarco-dl19-5k"))
+    document_ids = list(collection.corpus)[:PARITY_DOCUMENTS]
+    queries = pack(answerai.encode(list(collection.queries.values()), is_query=True, batch_size=32))
+    documents = pack(answerai.encode([collection.corpus[d] for d in document_ids], is_query=False, batch_size=32))
     exact = indexes.Exact(index_folder=tmp_path_factory.mktemp("exact"), index_name="i", dtype="float32")
     exact.add_documents(document_ids, [documents[i] for i in range(len(documents))])
     reference = retrieve.ColBERT(exact).retrieve(queries, k=10)
