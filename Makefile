@@ -71,9 +71,12 @@ test-default: $(INSTALLED) $(PYLATE_INSTALLED)
 	WORKBENCH_RUNS=$(TEST_RUNS) WORKBENCH_PYLATE_PYTHON=$(if $(wildcard $(PYLATE_INSTALLED)),$(PYLATE_VENV)/bin/python,) \
 	  $(PY) -m pytest tests notebooks $(NBCHECK)
 
+# Notebook 09 is left out of this pass: it executes 03 and 06 again in a fork (the slowest notebook,
+# and on one thread here), and this pass has just checked those two under these kernels.
 test-kernels: $(INSTALLED)
 	rm -rf $(TEST_RUNS)-kernels
-	WORKBENCH_RUNS=$(TEST_RUNS)-kernels $(KERNEL_VARIANT) $(PY) -m pytest notebooks $(NBCHECK)
+	WORKBENCH_RUNS=$(TEST_RUNS)-kernels $(KERNEL_VARIANT) $(PY) -m pytest notebooks $(NBCHECK) \
+	  --ignore=notebooks/09_compare_runs.ipynb
 
 # Re-execute the committed notebooks in place (their outputs are what the notebook check compares with);
 # ONLY="04 05" refreshes just those, against runs/latest.

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/index.py                      # the first 1,000 passages, then all 5,000
     .venv/bin/python benchmarks/index.py --documents 1000     # one size
+    .venv/bin/python benchmarks/index.py --documents 1000 --n-centroids 2048   # another centroid count
     WORKBENCH_PYLATE_PYTHON=.venv-pylate/bin/python .venv/bin/python benchmarks/index.py   # + PyLate, same run
 
 For each size (the first N passages; the 50 queries unchanged) reports workbench's Voyager index:
@@ -57,7 +58,11 @@ def main() -> None:
     parser.add_argument(
         "--documents", type=int, nargs="+", default=list(SIZES), help="sizes: index the first N passages of each"
     )
-    sizes = parser.parse_args().documents
+    parser.add_argument(
+        "--n-centroids", type=int, default=None, help="workbench's centroid count (default: the index's, 4·√tokens)"
+    )
+    arguments = parser.parse_args()
+    sizes = arguments.documents
     require_shared()
     collection, query_ids, packed_queries, document_ids, packed_documents, _ = cached_embeddings("msmarco-dl19-5k")
     if max(sizes) > len(document_ids) or min(sizes) < 1:
@@ -66,7 +71,7 @@ def main() -> None:
     # Other work on a shared machine slows both contenders of a run, not their ratio: the load says how much.
     load_before = os.getloadavg()
     reports = [
-        measure(n, collection, query_ids, queries, document_ids, packed_documents)
+        measure(n, collection, query_ids, queries, document_ids, packed_documents, arguments.n_centroids)
         for n in sizes  # each size's workbench and PyLate figures come from the same minutes
     ]
     emit(
@@ -79,7 +84,7 @@ def main() -> None:
     )
 
 
-def measure(n, collection, query_ids, queries, document_ids, packed_documents) -> dict:
+def measure(n, collection, query_ids, queries, document_ids, packed_documents, n_centroids=None) -> dict:
     """Workbench's and PyLate's Voyager indexes on the first ``n`` passages, and their ratios."""
     offsets = packed_documents.offsets[: n + 1]
     packed = PackedEmbeddings(packed_documents.tokens[: offsets[-1]], offsets)
@@ -94,7 +99,7 @@ def measure(n, collection, query_ids, queries, document_ids, packed_documents) -
     try:
         # Build time is index creation and add_documents, libraries loaded, as PyLate's is measured.
         started = time.perf_counter()
-        index = indexes.Voyager(index_folder=workdir, index_name="workbench", override=True)
+        index = indexes.Voyager(index_folder=workdir, index_name="workbench", override=True, n_centroids=n_centroids)
         index.add_documents(documents_ids=document_ids, documents_embeddings=documents)
         build_seconds = time.perf_counter() - started
         bytes_on_disk = folder_bytes(workdir / "workbench")

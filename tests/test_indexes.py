@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from index_writer import BATCH, SPARSE_TOKENS, embeddings_for, sparse_embedding
 
 from workbench import indexes, rank, retrieve
@@ -406,3 +407,30 @@ def test_candidates_that_tie_are_chosen_by_position_on_every_cpu():
     similarities = np.array([[0.9, 0.5]], dtype=np.float32)
     assert postings.candidates(np.array([[0, 1]]), similarities, None, limit=10).tolist() == list(range(10))
     assert postings.candidates(np.array([[1, 0]]), similarities, None, limit=3).tolist() == [1000, 1001, 1002]
+
+
+def test_the_centroid_product_finds_each_query_tokens_nearest_centroids_as_a_full_sort_does():
+    from workbench.indexes.voyager import nearest_centroids
+
+    rng = np.random.default_rng(5)
+    centroids, tokens = unit(rng, 300), unit(rng, 70)
+    neighbours, similarities = nearest_centroids(tokens, torch.from_numpy(centroids), 6)
+    products = tokens @ centroids.T
+    expected = np.argsort(-products, axis=1, kind="stable")[:, :6]
+    assert (neighbours == expected).mean() > 0.99  # a near-tie may flip between two kernels, no more
+    np.testing.assert_allclose(similarities, np.take_along_axis(products, neighbours, 1), atol=1e-5)
+    assert (np.diff(similarities, axis=1) <= 0).all(), "nearest first"
+
+
+def test_searching_the_graph_or_every_centroid_finds_the_same_documents(corpus, tmp_path, monkeypatch):
+    """On a few hundred centroids the graph's search is exact too: both lookups must rank alike."""
+    from workbench.indexes import voyager
+
+    ids, embeddings, queries = corpus
+    index = indexes.Voyager(index_folder=tmp_path, index_name="both", ef_search=512)
+    index.add_documents(ids, embeddings)
+    by_product = retrieve.ColBERT(index).retrieve(queries, k=10, k_token=4, n_full_scores=20)
+    monkeypatch.setattr(voyager, "EXACT_CENTROIDS", 0)
+    by_graph = retrieve.ColBERT(index).retrieve(queries, k=10, k_token=4, n_full_scores=20)
+    index.close()
+    assert retrieve.rankings_agree(by_product, by_graph)["same up to ties"].all()

@@ -71,6 +71,21 @@ def test_record_writes_parameters_results_and_versions(runs_root):
     assert list(run.steps()) == ["02_contrastive_training"]
 
 
+def test_record_says_which_backend_and_precision_each_encoder_ran(runs_root, minilm_colbert, minilm_path):
+    run = runs.start_run()
+    half = runs.open_run(run.path).load_model(minilm_path, device="cpu", model_kwargs={"torch_dtype": "bfloat16"})
+    run.record("04_indexing", {"model": "minilm"}, encoders={"fp32": minilm_colbert, "half": half})
+    encoders = json.loads((run / "steps" / "04_indexing.json").read_text())["encoders"]
+    assert {name: (e["backend"], e["precision"]) for name, e in encoders.items()} == {
+        "fp32": ("torch", "fp32"),
+        "half": ("torch", "bf16"),
+    }
+    assert encoders["fp32"]["runtime"].startswith("torch ") and encoders["fp32"]["device"] == "cpu"
+    assert json.loads((run / "steps" / "04_indexing.json").read_text())["parameters"] == {"model": "minilm"}
+    with pytest.raises(ValueError, match="backend"):
+        run.load_model(minilm_path, backend="tensorrt")
+
+
 def test_tables_round_trip_and_timings_get_units(runs_root):
     run = runs.start_run()
     table = pd.DataFrame({"k_token": [1, 8], "ms_per_query": [0.5, 12.345], "recall@10": [0.9, 1.0]})

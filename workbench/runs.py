@@ -285,11 +285,16 @@ class Run:
         results: dict[str, Any] | None = None,
         seconds: float | None = None,
         outputs: dict[str, Any] | None = None,
+        encoders: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Write ``steps/<step>.json``: parameters, headline ``results`` (display text), ``outputs`` (what
         later steps read, :meth:`output`), seconds, and what made them (:func:`workbench.provenance.describe`:
-        package versions, the workbench's git commit, the machine, torch's precision). Returns the results,
-        so that a notebook cell ending with this call shows them."""
+        package versions, the workbench's git commit, the machine, torch's precision). ``encoders``, the
+        models the step encoded with by name, are recorded as :func:`workbench.backends.describe` gives
+        them: backend, the precision that ran (OpenVINO's bf16 on an AMX CPU, say), runtime, device, threads.
+        Returns the results, so that a notebook cell ending with this call shows them."""
+        from workbench.backends import describe as describe_encoder
+
         path = self.path / "steps" / f"{step}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         entry = {
@@ -299,6 +304,7 @@ class Run:
             "outputs": outputs or {},
             "seconds": None if seconds is None else round(seconds, 1),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "encoders": {name: describe_encoder(model) for name, model in (encoders or {}).items()},
             **describe(),
         }
         path.write_text(json.dumps(entry, indent=2, default=str) + "\n", encoding="utf-8")
@@ -333,17 +339,22 @@ class Run:
             )
         return outputs[key]
 
-    def load_model(self, name: str, device: str | None = None):
+    def load_model(
+        self, name: str, device: str | None = None, backend: str = "torch", model_kwargs: dict | None = None
+    ):
         """A model this run trained (``"contrastive"``, ``"distilled"``: ``models/<name>``), else a hub id or path.
 
-        ``device`` None: CUDA, else MPS, else the CPU (Sentence Transformers' choice).
+        ``device`` None: CUDA, else MPS, else the CPU (Sentence Transformers' choice). ``backend`` and
+        ``model_kwargs`` go to :class:`~workbench.models.ColBERT` (``"onnx"``, ``"openvino"``, INT8, half
+        precision); pass the model to :meth:`record`'s ``encoders`` so the step says what ran.
         """
         from workbench.models import ColBERT
 
+        options = {"device": device, "backend": backend, "model_kwargs": model_kwargs}
         # a bare name is one of this run's models; a path (absolute or not) or hub id is loaded as it is
         if f"models/{name}" in ARTIFACTS or ("/" not in name and (self.path / "models" / name).exists()):
-            return ColBERT(str(self.require(f"models/{name}")), device=device)
-        return ColBERT(name, device=device)
+            return ColBERT(str(self.require(f"models/{name}")), **options)
+        return ColBERT(name, **options)
 
     def test_collection(self):
         """The held-out test collection notebook 01 saved (its name is one of 01's outputs)."""
