@@ -3,9 +3,9 @@
 Indexing every token in an HNSW graph (PyLate's way) costs a graph node per token: minutes to
 build and more bytes than the tokens themselves. Here the tokens are clustered instead (spherical
 k-means, about ``4 * sqrt(tokens)`` centroids), each token keeps the id of its centroid, and a
-Voyager HNSW graph indexes the centroids. A query token looks up its ``k_token`` nearest centroids
-(all tokens of a query batch in one call: in the graph above ``EXACT_CENTROIDS`` centroids, by one
-product with every centroid up to there, which is exact and faster); every document with a token in one of them
+Voyager HNSW graph indexes the centroids. A query token looks up its ``k_token`` nearest centroids,
+all tokens of a query batch at once: by one product with every centroid up to ``EXACT_CENTROIDS``
+of them (exact, and faster there), in the graph above. Every document with a token in one of them
 is a candidate, ranked by an approximate MaxSim in which a token's similarity is replaced by its
 centroid's. The ``n_full_scores`` best candidates are then scored exactly from the token store.
 
@@ -46,8 +46,9 @@ MIN_SAMPLE = 16384
 # overlap@10 at the default settings (msmarco-dl19, 1,000 and 5,000 passages, means over four seeds).
 KMEANS_ITERATIONS = 4
 # Up to this many centroids, a query token's nearest ones come from one product with all of them: exact,
-# and faster than the graph (at 1,024 centroids, 0.2 ms per 32-token query against 1.2 ms for the
-# graph's search, one thread; a product grows with the centroids, a graph search with their logarithm).
+# and faster than the graph (at 1,024 centroids, 0.14 ms per 32-token query against 0.8 ms for the graph's
+# search on two threads, 0.3 against 1.2 on one; a product grows with the centroids, a graph search with
+# their logarithm).
 EXACT_CENTROIDS = 8192
 CENTROID_PRODUCT_ELEMENTS = 1 << 22
 
