@@ -29,7 +29,7 @@ KERNEL_VARIANT = $(shell $(PY) -m workbench.nbcheck)
 # The notebooks' run folders under test go here, not into runs/.
 TEST_RUNS := $(CURDIR)/.cache/test-runs
 
-.PHONY: run test lint test-default test-kernels lab bench pylate-env notebooks constraints clean
+.PHONY: run test lint test-default test-units test-notebooks test-kernels lab bench pylate-env notebooks constraints clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,22 +57,34 @@ pylate-env: $(PYLATE_INSTALLED)
 run: $(INSTALLED)
 	$(PY) -m workbench.pipeline --profile quick
 
-# Every test: the lint, the unit tests and the notebooks on this machine's kernels, then the notebooks
-# again under KERNEL_VARIANT (test-kernels).
-test: lint test-default test-kernels
+# Every test: the lint; then the unit tests beside the notebooks under KERNEL_VARIANT (test-kernels),
+# two processes at once, since the variant runs on one thread and the unit tests keep about one core
+# busy; then the notebooks on this machine's kernels, alone, on every core. Each part's output is
+# printed whole when it ends (--output-sync).
+test: lint
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-units test-kernels
+	$(MAKE) --no-print-directory test-notebooks
 
 # ruff's linter, and its formatter in check mode (pyproject.toml [tool.ruff]); `ruff format` fixes what it reports.
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check workbench tests benchmarks
 	$(VENV)/bin/ruff format --check workbench tests benchmarks
 
-test-default: $(INSTALLED) $(PYLATE_INSTALLED)
+# The unit tests and the notebooks on this machine's kernels, one after the other.
+test-default: test-units test-notebooks
+
+test-units: $(INSTALLED) $(PYLATE_INSTALLED)
+	rm -rf $(TEST_RUNS)-units
+	WORKBENCH_RUNS=$(TEST_RUNS)-units WORKBENCH_PYLATE_PYTHON=$(if $(wildcard $(PYLATE_INSTALLED)),$(PYLATE_VENV)/bin/python,) \
+	  $(PY) -m pytest tests
+
+test-notebooks: $(INSTALLED)
 	rm -rf $(TEST_RUNS)
-	WORKBENCH_RUNS=$(TEST_RUNS) WORKBENCH_PYLATE_PYTHON=$(if $(wildcard $(PYLATE_INSTALLED)),$(PYLATE_VENV)/bin/python,) \
-	  $(PY) -m pytest tests notebooks $(NBCHECK)
+	WORKBENCH_RUNS=$(TEST_RUNS) $(PY) -m pytest notebooks $(NBCHECK)
 
 # Notebook 09 is left out of this pass: it executes 03 and 06 again in a fork (the slowest notebook,
-# and on one thread here), and this pass has just checked those two under these kernels.
+# and on one thread here), and this pass checks those two under these kernels itself; test-notebooks
+# checks 09 on this machine's kernels.
 test-kernels: $(INSTALLED)
 	rm -rf $(TEST_RUNS)-kernels
 	WORKBENCH_RUNS=$(TEST_RUNS)-kernels $(KERNEL_VARIANT) $(PY) -m pytest notebooks $(NBCHECK) \
