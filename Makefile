@@ -57,12 +57,13 @@ pylate-env: $(PYLATE_INSTALLED)
 run: $(INSTALLED)
 	$(PY) -m workbench.pipeline --profile quick
 
-# Every test: the lint, then three parts, two at a time (-j2, longest first): the notebooks under
-# KERNEL_VARIANT (test-kernels, one thread) beside the notebooks on this machine's kernels
-# (test-notebooks), then the unit tests (test-units) in the first free slot. Each part's output is
-# printed whole when it ends (--output-sync). Their run folders are apart, so no part sees another's.
+# Every test: the lint; then the unit tests beside the notebooks under KERNEL_VARIANT (test-kernels),
+# two processes at once, since the variant runs on one thread and the unit tests keep about one core
+# busy; then the notebooks on this machine's kernels, alone, on every core. Each part's output is
+# printed whole when it ends (--output-sync).
 test: lint
-	$(MAKE) --no-print-directory -j2 --output-sync=target test-kernels test-notebooks test-units
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-units test-kernels
+	$(MAKE) --no-print-directory test-notebooks
 
 # ruff's linter, and its formatter in check mode (pyproject.toml [tool.ruff]); `ruff format` fixes what it reports.
 lint: $(INSTALLED)
