@@ -69,7 +69,7 @@ def experiment(tmp_path_factory, minilm_path):
     )
     beir = data.save_beir(merged, root / "docstrings-beir")
     evaluation = [
-        _nanobeir_folder(data.load_beir(require(SHARED_DATA / name)), root / f"{name}-mini", 12, 300)
+        _nanobeir_folder(data.load_beir(require(SHARED_DATA / name)), root / f"{name}-mini", 12, 120)
         for name in ("msmarco-dl19-5k", "dbpedia-entity-5k")
     ]
     experiment_file = root / "experiment.yaml"
