@@ -323,9 +323,15 @@ def test_rankings_agree_tells_ties_from_reordering():
     reference = [[{"id": "a", "score": 3.0}, {"id": "b", "score": 2.0}, {"id": "c", "score": 2.0}]]
     tied = [[{"id": "a", "score": 3.0}, {"id": "c", "score": 2.0}, {"id": "b", "score": 2.0}]]
     moved = [[{"id": "b", "score": 2.0}, {"id": "a", "score": 3.0}, {"id": "c", "score": 2.0}]]
-    agreement = retrieve.rankings_agree(tied + moved + reference, reference * 3)
-    assert agreement["same order"].tolist() == [False, False, True]
-    assert agreement["same up to ties"].tolist() == [True, False, True]
-    assert agreement["largest score difference"].tolist() == [0.0, 1.0, 0.0]
+    # b and c 1e-4 apart at 20: top_k ties them (16 mantissa bits) and orders them by position
+    near = [[{"id": "a", "score": 30.0}, {"id": "b", "score": 20.0001}, {"id": "c", "score": 20.0}]]
+    near_swapped = [[{"id": "a", "score": 30.0}, {"id": "c", "score": 19.9998}, {"id": "b", "score": 20.0001}]]
+    agreement = retrieve.rankings_agree(tied + moved + reference + near_swapped, reference * 3 + near)
+    assert agreement["same order"].tolist() == [False, False, True, False]
+    assert agreement["same up to ties"].tolist() == [True, False, True, True]
+    # between the two scores of one document: c's 19.9998 against 20.0
+    assert agreement["largest score difference"].tolist() == pytest.approx([0.0, 0.0, 0.0, 2e-4])
+    far = [[{"id": "a", "score": 30.0}, {"id": "c", "score": 20.0}, {"id": "b", "score": 19.99}]]
+    assert not retrieve.rankings_agree(far, near)["same up to ties"].all(), "0.01 apart at 20 is an order"
     with pytest.raises(ValueError, match="2 result lists against 1"):
         retrieve.rankings_agree(tied * 2, reference)

@@ -43,7 +43,7 @@ from workbench.indexes.base import check_positive
 from workbench.indexes.store import document_ids_of
 from workbench.indexes.voyager import Voyager
 from workbench.measure import best_ms
-from workbench.scores import colbert_scores, pack, top_k
+from workbench.scores import TIE_RELATIVE, colbert_scores, pack, top_k
 
 __all__ = [
     "ColBERT",
@@ -287,9 +287,10 @@ def rankings_agree(
     """Whether two searches ranked each query alike: one row per query.
 
     Columns: ``same order`` (the same ids in the same order), ``same up to ties`` (where the ids differ,
-    the two scores at that rank agree within ``atol``: tied documents, which either order may put first),
-    and ``largest score difference`` (over the ranks, between the two score lists). Both inputs are
-    :meth:`ColBERT.retrieve`'s shape; :func:`exact` gives the reference.
+    the two scores at that rank are tied: within ``atol``, or within ``TIE_RELATIVE`` of their size,
+    the width over which :func:`~workbench.scores.top_k` treats scores as equal and orders them by
+    position), and ``largest score difference`` (between the two scores of each document both lists
+    hold). Both inputs are :meth:`ColBERT.retrieve`'s shape; :func:`exact` gives the reference.
     """
     if len(results) != len(reference):
         raise ValueError(f"{len(results)} result lists against {len(reference)} reference lists.")
@@ -298,12 +299,17 @@ def rankings_agree(
         if len(hits) != len(truth):
             rows.append({"same order": False, "same up to ties": False, "largest score difference": np.inf})
             continue
-        gaps = [abs(hit["score"] - true["score"]) for hit, true in zip(hits, truth)]
         ids_equal = [hit["id"] == true["id"] for hit, true in zip(hits, truth)]
+        tied = [
+            abs(hit["score"] - true["score"]) <= max(atol, TIE_RELATIVE * abs(true["score"]))
+            for hit, true in zip(hits, truth)
+        ]
+        true_scores = {true["id"]: true["score"] for true in truth}
+        gaps = [abs(hit["score"] - true_scores[hit["id"]]) for hit in hits if hit["id"] in true_scores]
         rows.append(
             {
                 "same order": all(ids_equal),
-                "same up to ties": all(equal or gap <= atol for equal, gap in zip(ids_equal, gaps)),
+                "same up to ties": all(equal or tie for equal, tie in zip(ids_equal, tied)),
                 "largest score difference": max(gaps, default=0.0),
             }
         )

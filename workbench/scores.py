@@ -63,6 +63,8 @@ MIN_CHUNK_TOKENS = 2048
 # last bits, and sorts and partitions order equal values differently by SIMD level; a tie is broken
 # by position or id instead, so a choice made from scores is the same on every machine.
 TIE_MASK, TIE_HALF = np.uint32(0xFFFFFF80), np.uint32(0x40)
+# Two scores tied that way are less than 2**-16 of their size apart; twice that leaves room for the noise.
+TIE_RELATIVE = 2.0**-15
 
 
 @dataclass(frozen=True)
