@@ -12,7 +12,8 @@ token in one of each query token's ``k_token`` nearest centroids):
 - ``probed``: the index's own (``Postings.candidates``): per query token, the best similarity of a
   probed centroid the document has a token in, or else the token's lowest probed similarity;
 - ``every centroid``: per query token, the best similarity of any centroid the document has a token in
-  (PLAID's centroid interaction), from the query-centroid products the lookup already computes.
+  (PLAID's centroid interaction), from the query-centroid products (an index would reuse its
+  lookup's; this script recomputes them).
 
 For each, the overlap@10 with exact search (fp32, every document) after exact rescoring of its best
 n documents. The ceiling is exact search over the index's fp16 tokens (what any rescoring can
