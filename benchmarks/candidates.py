@@ -3,22 +3,22 @@
     .venv/bin/python benchmarks/candidates.py                          # 1,000 and 5,000 passages
     .venv/bin/python benchmarks/candidates.py --documents 1000 --centroids 1024 2048 4096
 
-The Voyager index ranks the documents in its probed centroids by an approximate MaxSim, then
-scores the best ``n_full_scores`` of them exactly. The exact scoring costs most of a query's
-time (``benchmarks/profile_query.py``), so the fewer candidates a ranking needs for overlap@10 >= 0.99,
+The Voyager index ranks the documents of its probed centroids by centroid interaction, then scores
+the best ``n_full_scores`` of them exactly. The exact scoring costs most of a query's time
+(``benchmarks/profile_query.py``), so the fewer candidates a ranking needs for overlap@10 >= 0.99,
 the faster the query. This script measures two rankings of the same candidates (every document with a
 token in one of each query token's ``k_token`` nearest centroids):
 
-- ``probed``: the index's own (``Postings.candidates``): per query token, the best similarity of a
-  probed centroid the document has a token in, or else the token's lowest probed similarity;
-- ``every centroid``: per query token, the best similarity of any centroid the document has a token in
-  (PLAID's centroid interaction), from the query-centroid products (an index would reuse its
-  lookup's; this script recomputes them).
+- ``probed`` (``Postings.candidates``; PLAID's first, pruned stage, and this index's ranking until
+  it took the other): per query token, the best similarity of a probed centroid the document has a
+  token in, or else the token's lowest probed similarity;
+- ``every centroid`` (``centroid_interaction``, the index's ranking): per query token, the best
+  similarity of any centroid the document has a token in (PLAID's full centroid interaction).
 
 For each, the overlap@10 with exact search (fp32, every document) after exact rescoring of its best
 n documents. The ceiling is exact search over the index's fp16 tokens (what any rescoring can
-reach). Quality only: the ``every centroid`` ranking here is numpy, not a kernel fit to time.
-Also printed: each index's build seconds, which grow with the centroids (k-means and assignment).
+reach). Also printed: each index's build seconds, which grow with the centroids (k-means and
+assignment). Centroid counts: by default half the index's default count, that count, and twice it.
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ import tempfile
 import time
 
 import numpy as np
-import torch
 
 from workbench import indexes
 from workbench.indexes.centroids import default_centroid_count
-from workbench.indexes.voyager import nearest_centroids
-from workbench.scores import PackedEmbeddings, colbert_scores, token_rows_of, top_k
+from workbench.indexes.interaction import centroid_interaction
+from workbench.indexes.voyager import CENTROIDS_PER_ROOT, nearest_centroids
+from workbench.scores import PackedEmbeddings, colbert_scores, top_k
 
 from common import cached_embeddings, emit, machine, require_shared
 
@@ -49,15 +49,6 @@ def overlap(found: list[set], truth: list[set]) -> float:
     return round(float(np.mean([len(a & b) / 10 for a, b in zip(found, truth)])), 4)
 
 
-def every_centroid_scores(query: np.ndarray, centroids: torch.Tensor, codes, offsets, candidates) -> np.ndarray:
-    """Per candidate: the sum over query tokens of the best similarity of a centroid of one of its tokens."""
-    similarities = (torch.from_numpy(query) @ centroids.T).numpy()  # [query tokens, centroids]
-    lengths = offsets[candidates + 1] - offsets[candidates]
-    starts = np.cumsum(lengths) - lengths
-    tokens = similarities[:, codes[token_rows_of(offsets, candidates)]]
-    return np.maximum.reduceat(tokens, starts, axis=1).sum(axis=0)
-
-
 def measure(n: int, n_centroids: int, queries, packed, truth) -> dict:
     offsets = packed.offsets[: n + 1]
     with tempfile.TemporaryDirectory(prefix="workbench-candidates-") as folder:
@@ -66,7 +57,7 @@ def measure(n: int, n_centroids: int, queries, packed, truth) -> dict:
         index.add_documents([str(i) for i in range(n)], [packed[i] for i in range(n)])
         build_seconds = time.perf_counter() - started
         snapshot = index.snapshot()
-        _, postings = index._searcher(snapshot)
+        postings = index._searcher(snapshot)
         centroids = snapshot.derived["centroids"]
         codes = np.asarray(snapshot.side["codes"])
         report = {"centroids": len(centroids), "build_seconds": round(build_seconds, 2)}
@@ -74,10 +65,11 @@ def measure(n: int, n_centroids: int, queries, packed, truth) -> dict:
             found = {("probed", r): [] for r in RESCORED} | {("every centroid", r): [] for r in RESCORED}
             n_candidates = []
             for query in queries:
-                neighbours, similarities = nearest_centroids(query, centroids, k_token)
-                everyone = postings.candidates(neighbours, similarities, None, n)
+                table, probed = nearest_centroids(query, centroids, k_token)
+                neighbours, similarities = probed.T, np.take_along_axis(table, probed, axis=0).T
+                everyone = postings.touched(probed, None)
                 n_candidates.append(len(everyone))
-                approximate = every_centroid_scores(query, centroids, codes, offsets, everyone)
+                approximate = centroid_interaction(table, codes, offsets, everyone)
                 for rescored in RESCORED:
                     probed = postings.candidates(neighbours, similarities, None, rescored)
                     [(best, _)] = top_k(approximate[None, :], rescored)
@@ -99,7 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--documents", type=int, nargs="+", default=[1000, 5000])
     parser.add_argument(
-        "--centroids", type=int, nargs="+", default=None, help="default: the index's count, twice and four times it"
+        "--centroids", type=int, nargs="+", default=None, help="default: half the index's count, it, twice it"
     )
     args = parser.parse_args()
     require_shared()
@@ -111,8 +103,8 @@ def main() -> None:
         fp32 = PackedEmbeddings(packed_documents.tokens[: offsets[-1]], offsets)
         fp16 = PackedEmbeddings(np.asarray(fp32.tokens, dtype=np.float16), offsets)
         truth = top10(colbert_scores(queries, fp32).numpy())
-        default = default_centroid_count(int(offsets[-1]))
-        counts = args.centroids or [default, 2 * default, 4 * default]
+        default = default_centroid_count(int(offsets[-1]), CENTROIDS_PER_ROOT)
+        counts = args.centroids or [default // 2, default, 2 * default]
         report[f"{n} documents"] = {
             "tokens": int(offsets[-1]),
             "ceiling: exact search over fp16 tokens": overlap(top10(colbert_scores(queries, fp16).numpy()), truth),

@@ -391,7 +391,8 @@ def test_the_same_documents_and_seed_build_the_same_index(corpus, tmp_path):
         index = indexes.Voyager(index_folder=tmp_path, index_name=name, seed=7)
         index.add_documents(ids, embeddings)
         results = retrieve.ColBERT(index).retrieve(queries, k=10, k_token=2, n_full_scores=10)
-        built.append((index.store.file_path("voyager").read_bytes(), results))
+        graph = index._graph_of(index.snapshot()).as_bytes()  # built on demand: this index stores none
+        built.append((index.store.file_path("centroids").read_bytes() + graph, results))
         index.close()
     assert built[0][0] == built[1][0]
     assert built[0][1] == built[1][1]
@@ -413,13 +414,68 @@ def test_the_centroid_product_finds_each_query_tokens_nearest_centroids_as_a_ful
     from workbench.indexes.voyager import nearest_centroids
 
     rng = np.random.default_rng(5)
-    centroids, tokens = unit(rng, 300), unit(rng, 70)
-    neighbours, similarities = nearest_centroids(tokens, torch.from_numpy(centroids), 6)
-    products = tokens @ centroids.T
-    expected = np.argsort(-products, axis=1, kind="stable")[:, :6]
-    assert (neighbours == expected).mean() > 0.99  # a near-tie may flip between two kernels, no more
-    np.testing.assert_allclose(similarities, np.take_along_axis(products, neighbours, 1), atol=1e-5)
-    assert (np.diff(similarities, axis=1) <= 0).all(), "nearest first"
+    centroids, query = unit(rng, 300), unit(rng, 30)
+    table, nearest = nearest_centroids(query, torch.from_numpy(centroids), 6)
+    products = centroids @ query.T
+    np.testing.assert_allclose(table, products, atol=1e-5)
+    expected = np.argsort(-products, axis=0, kind="stable")[:6]
+    assert (nearest == expected).mean() > 0.99  # a near-tie may flip between two kernels, no more
+    assert (np.diff(np.take_along_axis(products, nearest, 0), axis=0) <= 1e-6).all(), "nearest first"
+
+
+def test_nearest_in_columns_keeps_each_columns_largest_values_earlier_row_first_on_ties():
+    from workbench.indexes.interaction import nearest_in_columns
+
+    rng = np.random.default_rng(9)
+    table = rng.integers(0, 6, size=(40, 7)).astype(np.float32)  # many exact ties
+    for k in (1, 3, 40):
+        expected = np.argsort(-table, axis=0, kind="stable")[:k]  # stable: the earlier row first among equals
+        np.testing.assert_array_equal(nearest_in_columns(table, k), expected)
+    with pytest.raises(ValueError, match="between 1 and the 40 rows"):
+        nearest_in_columns(table, 41)
+
+
+def test_postings_hold_each_documents_distinct_centroids_and_each_centroids_documents():
+    from workbench.indexes import Postings
+
+    rng = np.random.default_rng(4)
+    lengths = rng.integers(1, 9, size=30)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    codes = rng.integers(0, 12, size=offsets[-1])
+    postings = Postings(codes, offsets, n_centroids=12)
+    for document in range(30):
+        found = postings.document_centroids[
+            postings.document_offsets[document] : postings.document_offsets[document + 1]
+        ]
+        assert found.tolist() == sorted(set(codes[offsets[document] : offsets[document + 1]].tolist()))
+    for centroid in range(12):
+        holders = postings.documents[postings.offsets[centroid] : postings.offsets[centroid + 1]]
+        assert holders.tolist() == [d for d in range(30) if centroid in codes[offsets[d] : offsets[d + 1]]]
+    subset = np.zeros(30, dtype=bool)
+    subset[[2, 5]] = True
+    touched = postings.touched(np.array([[codes[0]]]), None)
+    assert touched.tolist() == [d for d in range(30) if codes[0] in codes[offsets[d] : offsets[d + 1]]]
+    assert postings.touched(np.array([[codes[0]]]), subset, at_least=3).tolist() == [2, 5]  # too few: all of it
+    expected = [d for d in (2, 5) if d in touched.tolist()] or [2, 5]
+    assert postings.touched(np.array([[codes[0]]]), subset, at_least=1).tolist() == expected
+
+
+def test_centroid_interaction_is_maxsim_with_each_token_replaced_by_its_centroid(tmp_path):
+    from workbench.indexes.interaction import centroid_interaction
+
+    rng = np.random.default_rng(5)
+    centroids, query = unit(rng, 50), unit(rng, 9)
+    lengths = rng.integers(1, 12, size=40)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    codes = rng.integers(0, 50, size=offsets[-1]).astype(np.int32)
+    stored = np.lib.format.open_memmap(tmp_path / "codes.npy", mode="w+", dtype=np.int64, shape=codes.shape)
+    stored[:] = codes
+    documents = rng.permutation(40)[:25]
+    expected = [(query @ centroids[codes[offsets[d] : offsets[d + 1]]].T).max(axis=1).sum() for d in documents]
+    for kept in (codes, stored):  # the store's codes may be a memory map, of another integer type
+        scores = centroid_interaction(centroids @ query.T, kept, offsets, documents)
+        assert scores.dtype == np.float32
+        np.testing.assert_allclose(scores, expected, rtol=1e-5)
 
 
 def test_searching_the_graph_or_every_centroid_finds_the_same_documents(corpus, tmp_path, monkeypatch):

@@ -21,7 +21,7 @@ from index_writer import BATCH, embeddings_for
 
 from workbench import evaluation, indexes, retrieve
 from workbench.data import Collection
-from workbench.indexes import plaid
+from workbench.indexes import plaid, voyager
 from workbench.indexes.codecs import codec_of
 from workbench.indexes.store import IndexCorruptError, IndexLockedError, TokenStore
 from workbench.scores import colbert_scores, pack, top_k
@@ -656,7 +656,7 @@ def test_voyager_retrain_reassigns_every_stored_token(dtype, tmp_path):
     assert index.store.extra["centroids_trained_on"] == snapshot.n_tokens == total
     codes = np.asarray(snapshot.side["codes"])
     centroids = indexes.centroids_of(snapshot)
-    assert len(codes) == total and len(centroids) == indexes.default_centroid_count(total)
+    assert len(codes) == total and len(centroids) == indexes.default_centroid_count(total, voyager.CENTROIDS_PER_ROOT)
     expected = indexes.assign(snapshot.tokens, centroids)
     np.testing.assert_array_equal(codes[:before_retrain], expected[:before_retrain])  # re-assigned from the store
     if dtype == "float32":

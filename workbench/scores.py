@@ -15,9 +15,10 @@ What comes out: a float32 ``torch.Tensor`` of shape ``[n_queries, n_documents]``
 even for fp16 inputs.
 
 How it is fast: documents are packed into one token matrix, cut into document-aligned chunks that
-fit in cache; each chunk is one matrix product ``[query_tokens, chunk_tokens]`` followed by a
-segmented max (``np.maximum.reduceat``) and a segmented sum over each query's tokens. There is no
-padding anywhere, so a corpus of mixed lengths costs exactly its number of tokens.
+fit in cache; each chunk is one matrix product ``[chunk_tokens, query_tokens]`` followed by a
+compiled pass (numba) that keeps each document's running max per query token and sums them per
+query, in query-token order. There is no padding anywhere, so a corpus of mixed lengths costs
+exactly its number of tokens.
 
 Example (a doctest, run by ``tests/test_doctests.py``)::
 
@@ -35,6 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numba
 import numpy as np
 import torch
 
@@ -54,10 +56,10 @@ __all__ = [
     "MIN_CHUNK_TOKENS",
 ]
 
-# Elements of one chunk's similarity block (query tokens x document tokens): about 1 MB of fp32,
+# Elements of one chunk's similarity block (document tokens x query tokens): about 1 MB of fp32,
 # which keeps the block in L2/L3 while the reductions read it back.
 CHUNK_ELEMENTS = 1 << 18
-MIN_CHUNK_TOKENS = 2048
+MIN_CHUNK_TOKENS = 256
 # Scores that round to the same 16 float32 mantissa bits (about 5 significant digits) are tied.
 # Float noise between CPUs (SIMD width, thread count, summation order) moves a float32 score in its
 # last bits, and sorts and partitions order equal values differently by SIMD level; a tie is broken
@@ -105,7 +107,7 @@ class PackedEmbeddings:
         """A new packing of the texts at ``indices``, in that order (copies their tokens)."""
         indices = np.asarray(indices, dtype=np.int64)
         offsets = np.zeros(len(indices) + 1, dtype=np.int64)
-        np.cumsum(self.lengths[indices], out=offsets[1:])
+        np.cumsum(self.offsets[indices + 1] - self.offsets[indices], out=offsets[1:])  # O(selected), not O(texts)
         return PackedEmbeddings(self.tokens[token_rows_of(self.offsets, indices)], offsets)
 
 
@@ -188,24 +190,44 @@ def colbert_scores(
         raise ValueError(f"Queries have dimension {packed_queries.dim}, documents have {packed_documents.dim}.")
     if device is not None and torch.device(device).type != "cpu":
         return _colbert_scores_on(torch.device(device), packed_queries, packed_documents)
-    query_tokens = cast(packed_queries.tokens, np.float32)
+    query_tokens = np.ascontiguousarray(cast(packed_queries.tokens, np.float32))
     query_tensor = torch.from_numpy(query_tokens)
-    query_starts = packed_queries.offsets[:-1]
     tokens, offsets = packed_documents.tokens, packed_documents.offsets
     scores = np.empty((len(packed_queries), len(packed_documents)), dtype=np.float32)
     chunk_tokens = max(MIN_CHUNK_TOKENS, CHUNK_ELEMENTS // len(query_tokens))
     for first, last in text_chunks(offsets, chunk_tokens):
         start = offsets[first]
         block = tokens[start : offsets[last]]
+        # [document tokens, query tokens]: a document's rows are contiguous, each as wide as the queries'
+        # tokens, so the running max below reads memory in order (one query: 1.5x faster than numpy's
+        # reduceat over the transposed product, measured with 192 fp16 documents of msmarco).
         if block.dtype == np.float32:
-            similarities = query_tokens @ block.T
+            similarities = block @ query_tokens.T
         else:
-            # Upcast and multiply in torch: numpy's fp16 cast is slow, and handing a torch-cast block
-            # to OpenBLAS makes the two thread pools spin against each other.
-            similarities = (query_tensor @ torch.from_numpy(np.ascontiguousarray(block)).float().T).numpy()
-        per_token_max = np.maximum.reduceat(similarities, offsets[first:last] - start, axis=1)
-        scores[:, first:last] = np.add.reduceat(per_token_max, query_starts, axis=0)
+            # Upcast and multiply in torch: numpy's fp16 cast is slow, and a torch-cast block handed to
+            # OpenBLAS would make the two thread pools spin against each other.
+            similarities = (torch.from_numpy(np.ascontiguousarray(block)).float() @ query_tensor.T).numpy()
+        _maxsim(similarities, offsets[first : last + 1] - start, packed_queries.offsets, scores[:, first:last])
     return torch.from_numpy(scores)
+
+
+@numba.njit(cache=True, nogil=True)
+def _maxsim(similarities, document_offsets, query_offsets, scores):  # pragma: no cover - compiled
+    """``scores[q, d]``: the sum over query ``q``'s tokens of their max over document ``d``'s rows."""
+    width = similarities.shape[1]
+    best = np.empty(width, dtype=np.float32)
+    for document in range(len(document_offsets) - 1):
+        best[:] = similarities[document_offsets[document]]
+        for token in range(document_offsets[document] + 1, document_offsets[document + 1]):
+            row = similarities[token]
+            for i in range(width):
+                if row[i] > best[i]:
+                    best[i] = row[i]
+        for query in range(len(query_offsets) - 1):
+            total = np.float32(0.0)
+            for i in range(query_offsets[query], query_offsets[query + 1]):
+                total += best[i]
+            scores[query, document] = total
 
 
 def _colbert_scores_on(

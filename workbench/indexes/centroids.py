@@ -30,11 +30,11 @@ def _faiss():
     return faiss
 
 
-def default_centroid_count(n_tokens: int) -> int:
-    """About ``4 * sqrt(n_tokens)`` rounded to a power of two, at most a quarter of the tokens."""
+def default_centroid_count(n_tokens: int, per_root: int = 4) -> int:
+    """About ``per_root * sqrt(n_tokens)`` rounded to a power of two, at most a quarter of the tokens."""
     if n_tokens < 4:
         return 1
-    return int(max(1, min(2 ** round(math.log2(4 * math.sqrt(n_tokens))), n_tokens // 4)))
+    return int(max(1, min(2 ** round(math.log2(per_root * math.sqrt(n_tokens))), n_tokens // 4)))
 
 
 def sample_rows(n_rows: int, size: int, seed: int) -> np.ndarray:
@@ -86,22 +86,46 @@ def stored_then_new(
 
 
 class Postings:
-    """For every centroid, the documents with a token assigned to it (CSR arrays)."""
+    """For every centroid, the documents with a token assigned to it, and for every document, the distinct
+    centroids of its tokens (two CSR layouts of the same (centroid, document) pairs)."""
 
     def __init__(self, codes: np.ndarray, offsets: np.ndarray, n_centroids: int) -> None:
         self.n_documents = len(offsets) - 1
         n_documents = max(self.n_documents, 1)
-        # One int64 key per token (centroid, document), sorted and deduplicated in place: about three
-        # token-length arrays at the peak, which is what opening a 10M-token index costs.
-        pairs = np.asarray(codes, dtype=np.int64) * n_documents
-        pairs += np.repeat(np.arange(self.n_documents, dtype=np.int64), np.diff(offsets))
+        # One int64 key per token, sorted and deduplicated in place: about three token-length arrays at the
+        # peak, which is what opening a 10M-token index costs. Document-major first: centroid interaction
+        # reads each distinct centroid of a document once (about 0.6 of its tokens on msmarco passages).
+        width = max(n_centroids, 1)
+        pairs = np.repeat(np.arange(self.n_documents, dtype=np.int64), np.diff(offsets)) * width
+        pairs += np.asarray(codes, dtype=np.int64)
         pairs.sort()
         if len(pairs):
             pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])]
-        small = np.int32 if n_documents < 2**31 else np.int64
+        small = np.int32 if max(n_documents, n_centroids) < 2**31 else np.int64
+        self.document_centroids = (pairs % width).astype(small)
+        self.document_offsets = np.searchsorted(pairs // width, np.arange(self.n_documents + 1))
+        pairs = self.document_centroids.astype(np.int64) * n_documents
+        pairs += np.repeat(np.arange(self.n_documents, dtype=np.int64), np.diff(self.document_offsets))
+        pairs.sort()
         self.documents = (pairs % n_documents).astype(small)
         pairs //= n_documents
         self.offsets = np.searchsorted(pairs, np.arange(n_centroids + 1))
+
+    def touched(self, centroids: np.ndarray, subset: np.ndarray | None, at_least: int = 1) -> np.ndarray:
+        """Positions of the documents with a token in one of ``centroids`` (any shape), in position order.
+
+        With ``subset``, only its documents; when fewer than ``at_least`` of them are touched, the whole
+        subset is returned instead: a filtered search still finds ``k`` documents when the subset has them.
+        """
+        probed = np.unique(centroids).astype(np.int64)
+        present = np.zeros(self.n_documents, dtype=bool)
+        present[self.documents[token_rows_of(self.offsets, probed)]] = True
+        if subset is not None:
+            present &= subset
+        touched = np.flatnonzero(present)
+        if subset is not None and len(touched) < at_least:
+            return np.flatnonzero(subset)
+        return touched
 
     def candidates(
         self, neighbours: np.ndarray, similarities: np.ndarray, subset: np.ndarray | None, limit: int, at_least: int = 1

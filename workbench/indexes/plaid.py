@@ -31,8 +31,9 @@ import numpy as np
 from workbench.indexes.base import Index, check_positive
 from workbench.indexes.centroids import Postings, default_centroid_count, sample_rows, stored_then_new
 from workbench.indexes.codecs import ResidualCodec, check_layout, codec_of
+from workbench.indexes.interaction import centroid_interaction
 from workbench.indexes.store import Additions, Snapshot
-from workbench.scores import PackedEmbeddings, colbert_scores, text_chunks, token_rows_of, top_k
+from workbench.scores import PackedEmbeddings, colbert_scores, text_chunks, top_k
 
 __all__ = ["PLAID"]
 
@@ -171,7 +172,6 @@ class PLAID(Index):
         codec, postings = codec_of(snapshot), self._postings(snapshot)
         query_tokens = np.asarray(queries.tokens, dtype=np.float32)
         n_probe = min(settings["n_ivf_probe"], len(codec.centroids))
-        codes, lengths = snapshot.side["codes"], np.diff(snapshot.offsets)
         results = []
         for first, last in text_chunks(queries.offsets, max(1, SCORE_BLOCK // len(codec.centroids))):
             block_start = queries.offsets[first]
@@ -183,12 +183,9 @@ class PLAID(Index):
                 candidates = postings.candidates(
                     probes, np.take_along_axis(scores, probes, axis=1), subset, n_full_scores, at_least=k
                 )
-                token_codes = np.asarray(codes[token_rows_of(snapshot.offsets, candidates)], dtype=np.int64)
-                starts = np.zeros(len(candidates), dtype=np.int64)
-                np.cumsum(lengths[candidates][:-1], out=starts[1:])
-                # [query tokens, candidate tokens]: each row's segments are contiguous, so the per-document
-                # maximum runs along memory (about 4x faster than reducing the transposed layout).
-                interaction = np.maximum.reduceat(np.take(scores, token_codes, axis=1), starts, axis=1).sum(axis=0)
+                interaction = centroid_interaction(
+                    scores.T, postings.document_centroids, postings.document_offsets, candidates
+                )
                 [(best, _)] = top_k(interaction[None, :], n_exact)
                 chosen = candidates[np.sort(best)]
                 query = query_tokens[queries.offsets[index] : queries.offsets[index + 1]]

@@ -142,16 +142,19 @@ class Snapshot:
         A token matrix is returned as stored (fp16 rows of the memory map); a compressed payload is
         decoded to fp32 by the index's codec.
         """
+        if positions is None:
+            if self.tokens is not None:
+                return PackedEmbeddings(self.tokens, self.offsets)
+            positions = np.arange(len(self.ids))
+        positions = np.asarray(positions, dtype=np.int64)
+        offsets = np.zeros(len(positions) + 1, dtype=np.int64)
+        np.cumsum(self.offsets[positions + 1] - self.offsets[positions], out=offsets[1:])  # O(positions) per query
+        rows = token_rows_of(self.offsets, positions)
         if self.tokens is not None:
-            packed = PackedEmbeddings(self.tokens, self.offsets)
-            return packed if positions is None else packed.select(positions)
+            return PackedEmbeddings(self.tokens[rows], offsets)
         from workbench.indexes.codecs import codec_of
 
-        positions = np.arange(len(self.ids)) if positions is None else np.asarray(positions, dtype=np.int64)
-        lengths = np.diff(self.offsets)[positions]
-        offsets = np.zeros(len(positions) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        return PackedEmbeddings(codec_of(self).decode(self, token_rows_of(self.offsets, positions)), offsets)
+        return PackedEmbeddings(codec_of(self).decode(self, rows), offsets)
 
     def positions(self, document_ids: Sequence[str]) -> np.ndarray:
         """Positions of ``document_ids`` (checked by :func:`document_ids_of`); KeyError naming unknown ones."""

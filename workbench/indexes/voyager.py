@@ -2,12 +2,13 @@
 
 Indexing every token in an HNSW graph (PyLate's way) costs a graph node per token: minutes to
 build and more bytes than the tokens themselves. Here the tokens are clustered instead (spherical
-k-means, about ``4 * sqrt(tokens)`` centroids), each token keeps the id of its centroid, and a
-Voyager HNSW graph indexes the centroids. A query token looks up its ``k_token`` nearest centroids,
-all tokens of a query batch at once: by one product with every centroid up to ``EXACT_CENTROIDS``
-of them (exact, and faster there), in the graph above. Every document with a token in one of them
-is a candidate, ranked by an approximate MaxSim in which a token's similarity is replaced by its
-centroid's. The ``n_full_scores`` best candidates are then scored exactly from the token store.
+k-means, about ``CENTROIDS_PER_ROOT * sqrt(tokens)`` centroids), each token keeps the id of its
+centroid. Per query, one product gives every query token's similarity to every centroid; a query
+token's ``k_token`` nearest centroids come from it (above ``EXACT_CENTROIDS`` centroids from a Voyager
+HNSW graph over them, stored with the index only then) and every document with a token in one of
+them is a candidate. Candidates are ranked by centroid interaction (PLAID's: MaxSim with each document
+token replaced by its centroid, :mod:`~workbench.indexes.interaction`), and the ``n_full_scores``
+best are scored exactly from the token store.
 
 The centroids are trained on a bounded sample of the first documents added, and retrained, with
 every token re-assigned chunk by chunk, whenever the index has grown fourfold since: memory stays
@@ -34,23 +35,28 @@ from workbench.indexes.centroids import (
     spherical_kmeans,
     stored_then_new,
 )
+from workbench.indexes.interaction import centroid_interaction, nearest_in_columns
 from workbench.indexes.store import DTYPES, Additions, Snapshot
 from workbench.scores import PackedEmbeddings, cast, colbert_scores, top_k
 
 __all__ = ["EXACT_CENTROIDS", "RETRAIN_GROWTH", "Voyager", "centroids_of", "nearest_centroids"]
 
 RETRAIN_GROWTH = 4  # retrain the centroids once the index holds this many times the tokens they saw
-SAMPLE_PER_CENTROID = 32  # k-means sample: this many tokens per centroid, at least MIN_SAMPLE
+# About 8 * sqrt(tokens) centroids (PyLate's PLAID takes 16, this project's PLAID 4), trained on a sample
+# of 16 tokens each. Measured on msmarco-dl19, 50 queries, k_token 8, n_full_scores 192 (the index's sweep;
+# benchmarks/candidates.py): overlap@10 with exact search 0.992 at 1,000 passages (2,048 centroids; 1,024,
+# sampled at 32 tokens each, gave 0.980) and 0.990 at 5,000 (4,096; 2,048 gave 0.988). Sampling 32 tokens
+# per centroid gained 0.002-0.004 and took 1.7x the k-means time, most of the build.
+CENTROIDS_PER_ROOT = 8
+SAMPLE_PER_CENTROID = 16  # k-means sample: this many tokens per centroid, at least MIN_SAMPLE
 MIN_SAMPLE = 16384
 # PLAID's count. Eight took twice the k-means time (most of a small index's build) for the same nDCG@10 and
 # overlap@10 at the default settings (msmarco-dl19, 1,000 and 5,000 passages, means over four seeds).
 KMEANS_ITERATIONS = 4
-# Up to this many centroids, a query token's nearest ones come from one product with all of them: exact,
-# and faster than the graph (at 1,024 centroids, 0.14 ms per 32-token query against 0.8 ms for the graph's
-# search on two threads, 0.3 against 1.2 on one; a product grows with the centroids, a graph search with
-# their logarithm).
+# Up to this many centroids, a query token's nearest ones come from the product with every centroid that
+# centroid interaction needs anyway: exact, and faster than the graph (at 1,024 centroids the graph's search
+# took 0.8 ms per 32-token query on two threads, the product 0.14). Above it they come from the graph.
 EXACT_CENTROIDS = 8192
-CENTROID_PRODUCT_ELEMENTS = 1 << 22
 
 
 class Voyager(Index):
@@ -64,9 +70,9 @@ class Voyager(Index):
         M, ef_construction: HNSW graph degree and build depth (saved with the index).
         ef_search: HNSW search depth (a search-time setting; used above ``EXACT_CENTROIDS`` centroids).
         storage_data_type: ``"float32"``, ``"float8"`` or ``"e4m3"`` for the centroid vectors.
-        n_centroids: centroids to train (default: about ``4 * sqrt(tokens)``, a power of two).
-        k_token: centroids looked up per query token (default 8; PyLate calls its per-token depth ``k_token`` too).
-        n_full_scores: candidates per query scored exactly (default 256).
+        n_centroids: centroids to train (default: about ``8 * sqrt(tokens)``, a power of two).
+        k_token: centroids looked up per query token (default 4; PyLate calls its per-token depth ``k_token`` too).
+        n_full_scores: candidates per query scored exactly (default 192), the best by centroid interaction.
         dtype: ``"float16"`` (default) or ``"float32"`` token storage.
         seed: seed of the k-means sampling and initialisation and of the HNSW graph's levels.
     """
@@ -78,10 +84,10 @@ class Voyager(Index):
             (2, 64),
             (4, 64),
             (4, 128),
+            (4, 192),
             (8, 128),
+            (8, 192),
             (8, 256),
-            (16, 256),
-            (16, 512),
             (32, 512),
         )
     )
@@ -97,8 +103,8 @@ class Voyager(Index):
         ef_search: int = 64,
         storage_data_type: str = "float32",
         n_centroids: int | None = None,
-        k_token: int = 8,
-        n_full_scores: int = 256,
+        k_token: int = 4,
+        n_full_scores: int = 192,
         dtype: str = "float16",
         seed: int = 0,
     ) -> None:
@@ -152,7 +158,7 @@ class Voyager(Index):
         centroids = centroids_of(self.store.snapshot)
         if centroids is not None and total < RETRAIN_GROWTH * trained_on:
             return Additions(side={"codes": assign(new_tokens, centroids)})
-        count = min(self.parameters["n_centroids"] or default_centroid_count(total), total)
+        count = min(self.parameters["n_centroids"] or default_centroid_count(total, CENTROIDS_PER_ROOT), total)
         seed = self.parameters["seed"]
         rows = sample_rows(total, max(count * SAMPLE_PER_CENTROID, MIN_SAMPLE), seed)
         sample = stored_then_new(rows, stored, lambda old: self.store.tokens[old], new_tokens)
@@ -165,7 +171,11 @@ class Voyager(Index):
 
         return Additions(
             rewrite=codes_of_every_token,
-            files={"centroids": centroids.tobytes(), "voyager": self._graph(centroids).as_bytes()},
+            # Up to EXACT_CENTROIDS the search never reads the graph: an empty file, not a stale one.
+            files={
+                "centroids": centroids.tobytes(),
+                "voyager": self._graph(centroids).as_bytes() if len(centroids) > EXACT_CENTROIDS else b"",
+            },
             extra={"centroids_trained_on": total, "voyager_parameters": self.parameters},
         )
 
@@ -185,18 +195,27 @@ class Voyager(Index):
         graph.add_items(centroids, num_threads=1)
         return graph
 
-    def _searcher(self, snapshot: Snapshot):
-        """The HNSW graph and postings of ``snapshot`` (built once per committed state)."""
-        if "graph" not in snapshot.derived:
-            import voyager
-
-            # Loaded from the snapshot's bytes: the graph file on disk may be replaced meanwhile.
-            snapshot.derived["graph"] = voyager.Index.load(io.BytesIO(snapshot.contents["voyager"]))
+    def _searcher(self, snapshot: Snapshot) -> Postings:
+        """The postings of ``snapshot``, its centroids kept beside them as a tensor (built once per commit)."""
+        if "postings" not in snapshot.derived:
             snapshot.derived["centroids"] = torch.from_numpy(centroids_of(snapshot).copy())
             snapshot.derived["postings"] = Postings(
                 snapshot.side["codes"], snapshot.offsets, len(snapshot.derived["centroids"])
             )
-        return snapshot.derived["graph"], snapshot.derived["postings"]
+        return snapshot.derived["postings"]
+
+    def _graph_of(self, snapshot: Snapshot):
+        """The HNSW graph over the centroids of ``snapshot``: the stored one, or built (the same, for the
+        same seed) when the index has at most ``EXACT_CENTROIDS`` centroids and stores none."""
+        if "graph" not in snapshot.derived:
+            import voyager
+
+            # Loaded from the snapshot's bytes: the graph file on disk may be replaced meanwhile.
+            stored = snapshot.contents.get("voyager")
+            snapshot.derived["graph"] = (
+                voyager.Index.load(io.BytesIO(stored)) if stored else self._graph(centroids_of(snapshot).copy())
+            )
+        return snapshot.derived["graph"]
 
     # -- searching -------------------------------------------------------------------------------
 
@@ -220,31 +239,40 @@ class Voyager(Index):
             # A small enough subset is scored whole: exact, and cheaper than looking for candidates.
             positions = np.flatnonzero(subset)
             return top_k(colbert_scores(queries, snapshot.documents(positions), device=device).numpy(), k, positions)
-        graph, postings = self._searcher(snapshot)
+        postings = self._searcher(snapshot)
         centroids = snapshot.derived["centroids"]
         k_token = min(settings["k_token"], len(centroids))
         query_tokens = np.array(queries.tokens, dtype=np.float32)  # a copy: torch takes writable arrays only
-        if len(centroids) <= EXACT_CENTROIDS:
-            neighbours, similarities = nearest_centroids(query_tokens, centroids, k_token)
-        else:
-            neighbours, distances = graph.query(query_tokens, k=k_token, query_ef=max(self.ef_search, k_token))
-            similarities = 1.0 - distances  # Voyager's inner-product distance is 1 - dot
+        if len(centroids) > EXACT_CENTROIDS:
+            neighbours, _ = self._graph_of(snapshot).query(
+                query_tokens, k=k_token, query_ef=max(self.ef_search, k_token)
+            )
 
         def best(index: int) -> tuple[np.ndarray, np.ndarray]:
             rows = slice(queries.offsets[index], queries.offsets[index + 1])
-            candidates = postings.candidates(neighbours[rows], similarities[rows], subset, n_full_scores, at_least=k)
+            table, probed = nearest_centroids(query_tokens[rows], centroids, k_token)
+            if len(centroids) > EXACT_CENTROIDS:
+                probed = neighbours[rows]
+            candidates = postings.touched(probed, subset, at_least=k)
+            if len(candidates) > n_full_scores:
+                interaction = centroid_interaction(
+                    table, postings.document_centroids, postings.document_offsets, candidates
+                )
+                # Documents whose tokens share centroids can tie exactly; top_k breaks ties by position,
+                # the same way on every CPU (a bare argpartition picks among them by SIMD level).
+                [(chosen, _)] = top_k(interaction[None, :], n_full_scores)
+                candidates = candidates[np.sort(chosen)]
             exact = colbert_scores([query_tokens[rows]], snapshot.documents(candidates), device=device).numpy()
             return top_k(exact, k, candidates)[0]
 
         return _per_query(best, len(queries))
 
 
-def nearest_centroids(tokens: np.ndarray, centroids: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(``[tokens, k]`` centroid numbers, their inner products), nearest first: one product with every centroid."""
-    rows = max(1, CENTROID_PRODUCT_ELEMENTS // len(centroids))  # a bounded [rows, centroids] block at a time
-    tokens = torch.from_numpy(tokens)
-    found = [torch.topk(tokens[start : start + rows] @ centroids.T, k) for start in range(0, len(tokens), rows)]
-    return torch.cat([f.indices for f in found]).numpy(), torch.cat([f.values for f in found]).numpy()
+def nearest_centroids(query: np.ndarray, centroids: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """One product: ``[centroids, query tokens]`` similarities, and ``[k, query tokens]`` each query
+    token's ``k`` most similar centroids, nearest first."""
+    table = (centroids @ torch.from_numpy(query).T).numpy()
+    return table, nearest_in_columns(table, k)
 
 
 def _per_query(function: Callable[[int], Any], n_queries: int) -> list:
