@@ -31,8 +31,8 @@ import numpy as np
 
 from workbench import indexes
 from workbench.indexes.centroids import default_centroid_count
-from workbench.indexes.interaction import centroid_interaction
-from workbench.indexes.voyager import CENTROIDS_PER_ROOT, nearest_centroids
+from workbench.indexes.interaction import centroid_interaction, nearest_in_columns
+from workbench.indexes.voyager import CENTROIDS_PER_ROOT, centroid_table
 from workbench.scores import PackedEmbeddings, colbert_scores, top_k
 
 from common import cached_embeddings, emit, machine, require_shared
@@ -65,15 +65,16 @@ def measure(n: int, n_centroids: int, queries, packed, truth) -> dict:
             found = {("probed", r): [] for r in RESCORED} | {("every centroid", r): [] for r in RESCORED}
             n_candidates = []
             for query in queries:
-                table, probed = nearest_centroids(query, centroids, k_token)
-                neighbours, similarities = probed.T, np.take_along_axis(table, probed, axis=0).T
-                everyone = postings.touched(probed, None)
+                table = centroid_table(query, centroids)
+                nearest = nearest_in_columns(table, k_token)
+                neighbours, similarities = nearest.T, np.take_along_axis(table, nearest, axis=0).T
+                everyone = postings.touched(nearest, None)
                 n_candidates.append(len(everyone))
                 approximate = centroid_interaction(table, codes, offsets, everyone)
                 for rescored in RESCORED:
-                    probed = postings.candidates(neighbours, similarities, None, rescored)
+                    by_probes = postings.candidates(neighbours, similarities, None, rescored)
                     [(best, _)] = top_k(approximate[None, :], rescored)
-                    for name, chosen in (("probed", probed), ("every centroid", np.sort(everyone[best]))):
+                    for name, chosen in (("probed", by_probes), ("every centroid", np.sort(everyone[best]))):
                         exact = colbert_scores([query], snapshot.documents(chosen)).numpy()
                         found[name, rescored] += top10(exact, chosen)
             report[f"k_token {k_token}"] = {

@@ -14,8 +14,8 @@ with each phase's function wrapped in a time.perf_counter timer. The wall clock 
 
 The per-query work, summed over the threads (each runs whole queries):
 
-- centroid product: voyager.nearest_centroids, the query's similarity to every centroid and each
-  query token's k_token nearest;
+- centroid product: voyager.centroid_table, the query's similarity to every centroid;
+- nearest centroids: nearest_in_columns, each query token's k_token nearest (up to EXACT_CENTROIDS);
 - candidate gathering: Postings.touched, the documents with a token in a probed centroid;
 - centroid interaction: centroid_interaction, the candidates ranked by it;
 - token gathering: Snapshot.documents, the n_full_scores best candidates' tokens read from the store;
@@ -48,7 +48,8 @@ from common import cached_embeddings, emit, require_shared
 
 # (phase, object, attribute): the function doing the phase, as Voyager.search calls it.
 WORK = (
-    ("centroid product", voyager_index, "nearest_centroids"),
+    ("centroid product", voyager_index, "centroid_table"),
+    ("nearest centroids", voyager_index, "nearest_in_columns"),
     ("candidate gathering", centroids.Postings, "touched"),
     ("centroid interaction", voyager_index, "centroid_interaction"),
     ("token gathering", store.Snapshot, "documents"),

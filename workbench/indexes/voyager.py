@@ -39,7 +39,7 @@ from workbench.indexes.interaction import centroid_interaction, nearest_in_colum
 from workbench.indexes.store import DTYPES, Additions, Snapshot
 from workbench.scores import PackedEmbeddings, cast, colbert_scores, top_k
 
-__all__ = ["EXACT_CENTROIDS", "RETRAIN_GROWTH", "Voyager", "centroids_of", "nearest_centroids"]
+__all__ = ["EXACT_CENTROIDS", "RETRAIN_GROWTH", "Voyager", "centroid_table", "centroids_of"]
 
 RETRAIN_GROWTH = 4  # retrain the centroids once the index holds this many times the tokens they saw
 # About 8 * sqrt(tokens) centroids (PyLate's PLAID takes 16, this project's PLAID 4), trained on a sample
@@ -250,9 +250,8 @@ class Voyager(Index):
 
         def best(index: int) -> tuple[np.ndarray, np.ndarray]:
             rows = slice(queries.offsets[index], queries.offsets[index + 1])
-            table, probed = nearest_centroids(query_tokens[rows], centroids, k_token)
-            if len(centroids) > EXACT_CENTROIDS:
-                probed = neighbours[rows]
+            table = centroid_table(query_tokens[rows], centroids)
+            probed = nearest_in_columns(table, k_token) if len(centroids) <= EXACT_CENTROIDS else neighbours[rows]
             candidates = postings.touched(probed, subset, at_least=k)
             if len(candidates) > n_full_scores:
                 interaction = centroid_interaction(
@@ -268,11 +267,9 @@ class Voyager(Index):
         return _per_query(best, len(queries))
 
 
-def nearest_centroids(query: np.ndarray, centroids: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """One product: ``[centroids, query tokens]`` similarities, and ``[k, query tokens]`` each query
-    token's ``k`` most similar centroids, nearest first."""
-    table = (centroids @ torch.from_numpy(query).T).numpy()
-    return table, nearest_in_columns(table, k)
+def centroid_table(query: np.ndarray, centroids: torch.Tensor) -> np.ndarray:
+    """``[centroids, query tokens]``: each query token's similarity to every centroid (one product)."""
+    return (centroids @ torch.from_numpy(query).T).numpy()
 
 
 def _per_query(function: Callable[[int], Any], n_queries: int) -> list:
