@@ -103,7 +103,7 @@ def test_a_pool_applies_pool_factor_in_the_workers(minilm_colbert, pool):
 
 
 def test_a_device_list_starts_one_pool_even_under_the_chunked_progress_bar(minilm_colbert, pool_lifecycle):
-    # batch_size=2 puts 12 queries over the 4 * batch_size texts the progress bar encodes at a time.
+    # 12 queries in batches of 2 under a progress bar: still one pool for the whole call.
     two = minilm_colbert.encode(QUERIES, is_query=True, batch_size=2, show_progress_bar=True, device=["cpu", "cpu"])
     assert pool_lifecycle == [("start", ["cpu", "cpu"]), "stop"]
     assert_same_embeddings(two, minilm_colbert.encode(QUERIES, is_query=True))

@@ -198,6 +198,38 @@ def test_encoding_with_a_progress_bar_gives_the_same_embeddings(minilm_colbert):
         assert a.shape == b.shape and np.allclose(a, b, atol=1e-5)
 
 
+def test_batches_hold_texts_of_one_length_in_tokens_and_come_back_in_input_order(minilm_colbert, monkeypatch):
+    # Characters and tokens disagree here: a spaced-out text has many short tokens, a long word few.
+    texts = ["a b c d e f g h i j", "internationalization", "x y", "photosynthesis is", "p q r s t u v", "cat"] * 2
+    alone = [minilm_colbert.encode([text], is_query=False)[0] for text in texts]
+    lengths = [minilm_colbert.tokenize([text], is_query=False)["attention_mask"].shape[1] for text in texts]
+    descending = sorted(lengths, reverse=True)
+    expected_widths = [max(descending[start : start + 4]) for start in range(0, len(texts), 4)]
+    widths, preprocess = [], minilm_colbert.preprocess
+
+    def recording(batch, **kwargs):
+        features = preprocess(batch, **kwargs)
+        widths.append(features["attention_mask"].shape[1])
+        return features
+
+    monkeypatch.setattr(minilm_colbert, "preprocess", recording)
+    batched = minilm_colbert.encode(iter(texts), is_query=False, batch_size=4)
+    assert widths == expected_widths, "each batch pads only to the longest of texts of about its length"
+    assert len(batched) == len(texts)
+    for one, many in zip(alone, batched):
+        assert one.shape == many.shape and np.allclose(one, many, atol=1e-5)
+
+
+def test_token_length_order_is_by_tokens_then_input_order_in_any_chunking(minilm_colbert):
+    texts = ["x y", "internationalization", "a b c d e f", "x y", "cat", "photosynthesis is a word"]
+    counts = [len(minilm_colbert.tokenizer.tokenize(text)) for text in texts]
+    expected = sorted(range(len(texts)), key=lambda i: (-counts[i], i))
+    for chunk in (1, 2, 4, 100):
+        assert models.token_length_order(minilm_colbert.tokenizer, texts, 64, chunk=chunk).tolist() == expected
+    capped = models.token_length_order(minilm_colbert.tokenizer, texts, max_length=2)
+    assert capped.tolist() == list(range(len(texts))), "beyond max_length every text is as long as the next"
+
+
 def test_is_query_must_be_a_boolean(minilm_colbert):
     with pytest.raises(TypeError, match="is_query must be True or False"):
         minilm_colbert.encode(["a text"], is_query="False")
