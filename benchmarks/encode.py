@@ -5,7 +5,8 @@
     WORKBENCH_PYLATE_PYTHON=.venv-pylate/bin/python .venv/bin/python benchmarks/encode.py   # + PyLate 1.6.0
 
 answerai-colbert-small-v1 encodes the first N passages of msmarco-dl19-5k with each backend (torch
-fp32, ONNX Runtime fp32 and int8, OpenVINO fp32 and OpenVINO's default precision) at batch size 32:
+fp32, ONNX Runtime fp32 and int8, OpenVINO fp32, OpenVINO's default precision and OpenVINO int8) at batch
+size 32:
 output tokens per second (after the skiplist; fastest of --repeats passes after a warm-up), load
 seconds (export included), per-token cosine to torch fp32. With --parity each backend also encodes
 both shared collections (5,000 documents each) and the nDCG@10 of exact search is compared with
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from workbench import data, metrics, models
+from workbench import backends, data, metrics, models
 from workbench.measure import best_ms
 from workbench.scores import colbert_scores, pack, top_k
 
@@ -43,6 +44,7 @@ BACKENDS = {
     "onnx int8": ("onnx", {"quantize": "int8"}),
     "openvino fp32": ("openvino", {"precision": "fp32"}),
     "openvino default": ("openvino", {}),
+    "openvino int8": ("openvino", {"quantize": "int8"}),
 }
 PARITY_TOLERANCE = 0.003  # nDCG@10 against torch fp32
 TARGET_RATIO = 2.0  # tokens/s against PyLate 1.6.0
@@ -67,6 +69,7 @@ def main() -> None:
         "threads": args.threads,
         "batch_size": BATCH_SIZE,
         "cpu_features": provenance["machine"]["cpu_features"],
+        "openvino_int8_products": backends.int8_products(),
         "load_average_start": [round(x, 2) for x in os.getloadavg()],
         "machine": provenance,
     }

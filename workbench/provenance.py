@@ -41,7 +41,18 @@ PACKAGES = (
     "ranx",
 )
 # The CPU features that change which numeric kernels run (and so the last digits of a float result).
-CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile", "neon", "asimd")
+CPU_FEATURES = (
+    "avx2",
+    "avx_vnni",
+    "avx512f",
+    "avx512_bf16",
+    "avx512_vnni",
+    "amx_bf16",
+    "amx_int8",
+    "amx_tile",
+    "neon",
+    "asimd",
+)
 PROJECT = Path(__file__).resolve().parents[1]
 
 
