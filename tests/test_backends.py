@@ -2,7 +2,7 @@
 
 Thresholds are per precision, with margin over what this project's machine measured:
 - fp32 runtimes differ from torch only in summation order: per-token cosine 1 - 1e-7; asserted 0.9999.
-- bf16 (OpenVINO's default on AMX CPUs) rounds products to an 8-bit mantissa; over 384-wide sums the
+- bf16 (OpenVINO's default on CPUs with AVX512-BF16 or AMX) rounds products to an 8-bit mantissa; over 384-wide sums the
   errors mostly cancel: measured min 0.99987; asserted 0.999.
 - ONNX Runtime's int8 (dynamic quantisation) puts a whole tensor's activations on 256 levels, so tokens
   with small activations lose most: measured mean 0.979 / min 0.93 on the MiniLM build (random
@@ -233,7 +233,7 @@ def as_float(embedding) -> np.ndarray:
     return embedding.float().numpy() if isinstance(embedding, torch.Tensor) else embedding.astype(np.float32)
 
 
-def test_openvino_int8_stores_int8_weights_and_quantises_activations_per_group(runtime_models, tmp_path):
+def test_openvino_int8_stores_int8_weights_and_quantises_activations_per_group(runtime_models):
     model = runtime_models["openvino-int8"]
     runtime = model.transformer.model
     assert runtime.record["quantize"] == "int8" and runtime.file_name == "openvino_model_int8_weights.xml"

@@ -87,7 +87,7 @@ FILE_NAMES = {
 # OpenVINO quantises each token's activations in groups of this many channels, each group with its own
 # scale: an outlier channel costs precision to its group only, not to the whole tensor as in ONNX
 # Runtime's dynamic int8. Measured on answerai-colbert-small-v1 (benchmarks/encode.py): token cosine to
-# torch fp32 0.99983 mean at 128 (0.99992 at 32, 4 % slower; 0.9986 for ONNX Runtime's int8).
+# torch fp32 0.99983 mean at 128 (0.99992 at 32, 11 % slower; 0.9986 for ONNX Runtime's int8).
 DYNAMIC_QUANTIZATION_GROUP = 128
 # The CPU features with which OpenVINO's CPU plugin runs those int8 products on x86 (its oneDNN
 # FullyConnected executor asks for avx2_vnni or avx512_core_vnni, and fp32 activations). Without them it
@@ -473,5 +473,5 @@ def _export_openvino(model: torch.nn.Module, tokenizer, path: Path, quantize: st
         )
     if quantize:
         converted = _int8_weights(converted)
-    # Keep the weights fp32 on disk (save_model halves them by default): precision is chosen when compiling.
+    # Keep float weights fp32 on disk (save_model halves them by default): precision is chosen when compiling.
     openvino.save_model(converted, str(path), compress_to_fp16=False)
