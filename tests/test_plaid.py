@@ -665,6 +665,28 @@ def test_voyager_retrain_reassigns_every_stored_token(dtype, tmp_path):
         assert np.mean(codes == expected) > 0.999
 
 
+def test_voyager_trains_its_centroids_on_a_bounded_share_of_the_tokens(tmp_path, monkeypatch):
+    """16 tokens per centroid, at most a quarter of the tokens above MIN_SAMPLE, every token below it."""
+    assert voyager.kmeans_sample_size(2048, 72_926) == 18_231  # a quarter: 16 per centroid would be 32,768
+    assert voyager.kmeans_sample_size(4096, 356_900) == 65_536  # 16 per centroid, under a quarter (89,225)
+    assert voyager.kmeans_sample_size(2048, 40_000) == 16_384  # a quarter (10,000) is below MIN_SAMPLE
+    assert voyager.kmeans_sample_size(256, 1_000) == 1_000  # fewer tokens than MIN_SAMPLE: every one
+    trained = []
+    kmeans = voyager.spherical_kmeans
+
+    def recording_kmeans(sample, k, **options):
+        trained.append((len(sample), k, options))
+        return kmeans(sample, k, **options)
+
+    monkeypatch.setattr(voyager, "spherical_kmeans", recording_kmeans)
+    rng = np.random.default_rng(5)
+    documents = [unit(rng, 40, dim=16) for _ in range(2_500)]  # 100,000 tokens: 2,048 centroids
+    index = indexes.Voyager(index_folder=tmp_path, index_name="i", seed=7)
+    index.add_documents([f"d{i}" for i in range(len(documents))], documents)
+    assert trained == [(25_000, 2048, {"iterations": voyager.KMEANS_ITERATIONS, "seed": 7})]
+    assert len(indexes.centroids_of(index.snapshot())) == 2048
+
+
 @pytest.mark.parametrize("kind", [indexes.Voyager, indexes.PLAID])
 def test_a_retrain_read_in_small_chunks_builds_the_same_index(kind, small, tmp_path, monkeypatch):
     """The retrain streams the stored tokens chunk by chunk; the chunking must not change the result."""

@@ -39,20 +39,27 @@ from workbench.indexes.interaction import centroid_interaction, nearest_in_colum
 from workbench.indexes.store import DTYPES, Additions, Snapshot
 from workbench.scores import PackedEmbeddings, cast, colbert_scores, top_k
 
-__all__ = ["EXACT_CENTROIDS", "RETRAIN_GROWTH", "Voyager", "centroid_table", "centroids_of"]
+__all__ = ["EXACT_CENTROIDS", "RETRAIN_GROWTH", "Voyager", "centroid_table", "centroids_of", "kmeans_sample_size"]
 
 RETRAIN_GROWTH = 4  # retrain the centroids once the index holds this many times the tokens they saw
 # About 8 * sqrt(tokens) centroids (PyLate's PLAID takes 16, this project's PLAID 4), trained on a sample
 # of 16 tokens each. Measured on msmarco-dl19, 50 queries, k_token 8, n_full_scores 192 (the index's sweep;
 # benchmarks/candidates.py): overlap@10 with exact search 0.992 at 1,000 passages (2,048 centroids; 1,024,
-# sampled at 32 tokens each, gave 0.980) and 0.990 at 5,000 (4,096; 2,048 gave 0.988). Sampling 32 tokens
-# per centroid gained 0.002-0.004 and took 1.7x the k-means time, most of the build.
+# sampled at 32 tokens each, gave 0.980) and 0.990 at 5,000 (4,096; 2,048 gave 0.988).
 CENTROIDS_PER_ROOT = 8
-SAMPLE_PER_CENTROID = 16  # k-means sample: this many tokens per centroid, at least MIN_SAMPLE
+SAMPLE_PER_CENTROID = 16  # k-means sample: this many tokens per centroid, at least MIN_SAMPLE ...
 MIN_SAMPLE = 16384
-# PLAID's count. Eight took twice the k-means time (most of a small index's build) for the same nDCG@10 and
-# overlap@10 at the default settings (msmarco-dl19, 1,000 and 5,000 passages, means over four seeds).
-KMEANS_ITERATIONS = 4
+# ... and above MIN_SAMPLE at most this fraction of the tokens. k-means costs iterations x sample x centroids
+# products, the assignment of every token afterwards tokens x centroids: a sample of 16 per centroid at
+# 1,000 msmarco passages is 45 % of the tokens, and its k-means took twice the assignment's time. Capped, the
+# build took 0.42 s instead of 0.63-0.89 s; overlap@10 at the defaults, means over seeds 0-3 (benchmarks/
+# index.py's collections, 1,000 / 5,000 passages): msmarco-dl19 0.990 / 0.991 against 0.991 / 0.991 uncapped,
+# dbpedia-entity 0.970 / 0.9745 against 0.976 / 0.9745 (seeds spread 0.956-0.98 there). 8 per centroid
+# everywhere lost 0.008 at 5,000 dbpedia passages.
+MAX_SAMPLE_FRACTION = 0.25
+# PLAID's count is 4. Three gave the same overlap@10 at both sizes of both collections (means over four seeds,
+# within 0.001), two lost 0.0035 at 5,000 dbpedia passages; each iteration is a sixth of a 5,000-passage build.
+KMEANS_ITERATIONS = 3
 # Up to this many centroids, a query token's nearest ones come from the product with every centroid that
 # centroid interaction needs anyway: exact, and faster than the graph (at 1,024 centroids the graph's search
 # took 0.8 ms per 32-token query on two threads, the product 0.14). Above it they come from the graph.
@@ -160,7 +167,7 @@ class Voyager(Index):
             return Additions(side={"codes": assign(new_tokens, centroids)})
         count = min(self.parameters["n_centroids"] or default_centroid_count(total, CENTROIDS_PER_ROOT), total)
         seed = self.parameters["seed"]
-        rows = sample_rows(total, max(count * SAMPLE_PER_CENTROID, MIN_SAMPLE), seed)
+        rows = sample_rows(total, kmeans_sample_size(count, total), seed)
         sample = stored_then_new(rows, stored, lambda old: self.store.tokens[old], new_tokens)
         centroids = spherical_kmeans(sample, count, iterations=KMEANS_ITERATIONS, seed=seed)
 
@@ -265,6 +272,12 @@ class Voyager(Index):
             return top_k(exact, k, candidates)[0]
 
         return _per_query(best, len(queries))
+
+
+def kmeans_sample_size(n_centroids: int, n_tokens: int) -> int:
+    """Tokens to train ``n_centroids`` on out of ``n_tokens``: ``SAMPLE_PER_CENTROID`` per centroid, at most
+    ``MAX_SAMPLE_FRACTION`` of the tokens, at least ``MIN_SAMPLE`` (or every token, when fewer)."""
+    return min(n_tokens, max(MIN_SAMPLE, min(n_centroids * SAMPLE_PER_CENTROID, int(n_tokens * MAX_SAMPLE_FRACTION))))
 
 
 def centroid_table(query: np.ndarray, centroids: torch.Tensor) -> np.ndarray:
