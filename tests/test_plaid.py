@@ -665,6 +665,28 @@ def test_voyager_retrain_reassigns_every_stored_token(dtype, tmp_path):
         assert np.mean(codes == expected) > 0.999
 
 
+def test_voyager_queries_run_with_one_blas_thread_and_the_limit_is_lifted_after():
+    """numpy's BLAS pool would make parallel queries' products fight for the cores (see voyager._per_query)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    # An OpenMP-built BLAS (faiss's) reads the calling thread's OpenMP setting instead, which the search's
+    # workers set for themselves; numpy's wheels bring a pthreads OpenBLAS, whose setting is the process's.
+    limited = {
+        library.filepath
+        for library in voyager._blas_threads().lib_controllers
+        if library.user_api == "blas" and getattr(library, "threading_layer", None) != "openmp"
+    }
+    assert limited, "numpy's BLAS, loaded with numpy, should be found"
+
+    def blas_threads(_=None):
+        return sorted({library["num_threads"] for library in threadpool_info() if library["filepath"] in limited})
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert blas_threads() == [2]
+        assert voyager._per_query(blas_threads, 4) == [[1]] * 4
+        assert blas_threads() == [2]
+
+
 def test_voyager_trains_its_centroids_on_a_bounded_share_of_the_tokens(tmp_path, monkeypatch):
     """16 tokens per centroid, at most a quarter of the tokens above MIN_SAMPLE, every token below it."""
     assert voyager.kmeans_sample_size(2048, 72_926) == 18_231  # a quarter: 16 per centroid would be 32,768

@@ -17,6 +17,7 @@ bounded by the sample and a chunk, not the corpus.
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -293,13 +294,30 @@ def _per_query(function: Callable[[int], Any], n_queries: int) -> list:
     machine that wait costs more than the product (measured with one of two cores taken by another
     process: 11 ms per query instead of 5). Each thread here runs single-threaded operations on
     queries of its own instead: no barrier until the last query.
+
+    numpy's BLAS gets one thread meanwhile, for the same reason: an fp32 index's rescoring products run
+    there (:func:`~workbench.scores.colbert_scores`), and with a pool of threads per product the queries'
+    products fought for the cores (``dtype="float32"``, 1,000 msmarco passages, 2 cores: 3.1 ms per
+    query, 1.9 with one BLAS thread). The limit is the process's while the search runs.
     """
     threads = torch.get_num_threads()
     try:
-        with ThreadPoolExecutor(threads, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        with (
+            _blas_threads().limit(limits=1, user_api="blas"),
+            ThreadPoolExecutor(threads, initializer=torch.set_num_threads, initargs=(1,)) as pool,
+        ):
             return list(pool.map(function, range(n_queries)))
     finally:
         torch.set_num_threads(threads)  # the workers' setting is also torch's default for threads started later
+
+
+@functools.cache
+def _blas_threads():
+    """The BLAS libraries loaded when the first search ran, numpy's among them (loaded with numpy), to limit
+    their threads. Finding them reads every loaded library (0.8 ms here): once per process, not per search."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def centroids_of(snapshot: Snapshot) -> np.ndarray | None:
