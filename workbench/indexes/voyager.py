@@ -59,7 +59,7 @@ MIN_SAMPLE = 16384
 # everywhere lost 0.008 at 5,000 dbpedia passages.
 MAX_SAMPLE_FRACTION = 0.25
 # PLAID's count is 4. Three gave the same overlap@10 at both sizes of both collections (means over four seeds,
-# within 0.001), two lost 0.0035 at 5,000 dbpedia passages; each iteration is a sixth of a 5,000-passage build.
+# within 0.001), two lost 0.0035 at 5,000 dbpedia passages; each iteration is a ninth of a 5,000-passage build.
 KMEANS_ITERATIONS = 3
 # Up to this many centroids, a query token's nearest ones come from the product with every centroid that
 # centroid interaction needs anyway: exact, and faster than the graph (at 1,024 centroids the graph's search
@@ -298,7 +298,7 @@ def _per_query(function: Callable[[int], Any], n_queries: int) -> list:
     numpy's BLAS gets one thread meanwhile, for the same reason: an fp32 index's rescoring products run
     there (:func:`~workbench.scores.colbert_scores`), and with a pool of threads per product the queries'
     products fought for the cores (``dtype="float32"``, 1,000 msmarco passages, 2 cores: 3.1 ms per
-    query, 1.9 with one BLAS thread). The limit is the process's while the search runs.
+    query, 1.9-2.2 with one BLAS thread; fp16 2.0-2.3). The limit is the process's while the search runs.
     """
     threads = torch.get_num_threads()
     try:
